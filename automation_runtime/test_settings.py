@@ -1,0 +1,13 @@
+"""Test settings: the real settings, with the environment defaults a test run needs.
+
+Everything still comes from automation_runtime.settings; this module only supplies a
+SECRET_KEY so the suite runs with DEBUG off, as production does.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+
+from automation_runtime.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.urls import path
+
+from automation_runtime import views
+from events import views as event_views
+from guardrails import views as guardrail_views
+
+urlpatterns = [
+    path("health", views.health, name="health"),
+    path("ready", views.ready, name="ready"),
+    path("webhook", event_views.webhook, name="webhook"),
+    path("webhook/", event_views.webhook),
+    # Operator JSON endpoints live beside the admin; they come first so the admin's
+    # catch-all does not swallow them.
+    path("admin/status", guardrail_views.status, name="operator-status"),
+    path("admin/kill_switch", guardrail_views.kill_switch, name="operator-kill-switch"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "automation_runtime.views.not_found"
+handler500 = "automation_runtime.views.server_error"

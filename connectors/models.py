@@ -1,0 +1,63 @@
+import fnmatch
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from connectors import registry
+
+
+class RouteQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(enabled=True)
+
+    def matching(self, event_type: str) -> list["Route"]:
+        """Enabled routes whose pattern matches event_type, in a stable order."""
+        return [route for route in self.enabled().order_by("pk") if route.matches(event_type)]
+
+
+class Route(models.Model):
+    """Sends events whose type matches `event_type` to a connector's action."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    event_type = models.CharField(
+        max_length=255,
+        help_text="Event type, or a pattern with * wildcards, such as order.* or *.",
+    )
+    connector = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    max_attempts = models.PositiveSmallIntegerField(default=8, validators=[MinValueValidator(1)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RouteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(max_attempts__gte=1), name="connectors_route_max_attempts_gte_1"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name}: {self.event_type} → {self.connector}.{self.action}"
+
+    def matches(self, event_type: str) -> bool:
+        if "*" not in self.event_type:
+            return self.event_type == event_type
+        # fnmatchcase, not fnmatch: types are case-sensitive; only * is a wildcard.
+        pattern = self.event_type.replace("[", "[[]").replace("?", "[?]")
+        return fnmatch.fnmatchcase(event_type, pattern)
+
+    def clean(self):
+        try:
+            connector = registry.get(self.connector)
+        except registry.UnknownConnector as exc:
+            raise ValidationError({"connector": str(exc)}) from None
+        try:
+            connector.validate(self.action, self.params)
+        except ValueError as exc:
+            raise ValidationError({"action": str(exc)}) from None

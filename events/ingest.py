@@ -1,0 +1,144 @@
+"""Storing an inbound event exactly once and fanning it out to its routes."""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from functools import partial
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from connectors.models import Route
+from events.models import (
+    Event,
+    EventStatus,
+    Execution,
+    ExecutionStatus,
+    Source,
+    SourceKey,
+    hash_key,
+)
+from events.payloads import ParsedEvent
+from guardrails import policy
+
+logger = logging.getLogger(__name__)
+
+
+def source_for_api_key(key: str | None) -> Source | None:
+    """The enabled source owning this active API key, or None."""
+    if not key:
+        return None
+    row = (
+        SourceKey.objects.active()
+        .select_related("source")
+        .filter(key_hash=hash_key(key), source__enabled=True)
+        .first()
+    )
+    return row.source if row is not None else None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What became of one delivery. `outcome` is the response body's `status`."""
+
+    outcome: str  # accepted | held | blocked | unrouted | duplicate | conflict
+    event: Event
+
+    @property
+    def http_status(self) -> int:
+        return {"duplicate": 200, "conflict": 409}.get(self.outcome, 202)
+
+
+def _insert_event_once(event: Event) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING: True if this call stored the event.
+
+    The unique constraint on (source, event_id) decides, so concurrent deliveries of one
+    event id on any number of processes or hosts store it once. Unlike catching
+    IntegrityError, a conflict here leaves no error in the server log, no dead row and
+    no burnt sequence value on PostgreSQL.
+    """
+    fields = list(Event._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    # Only model metadata is interpolated; every value is a bound parameter.
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(Event._meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES ({placeholders}) ON CONFLICT (source_id, event_id) DO NOTHING RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def _enqueue(execution_ids: list[int]) -> None:
+    from events.tasks import run_execution
+
+    for execution_id in execution_ids:
+        try:
+            run_execution.enqueue(execution_id)
+        except Exception:
+            # The execution row is committed and stays queued; the worker's sweep finds it.
+            logger.exception("could not enqueue execution %s", execution_id)
+
+
+def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
+    """Store a parsed event once and create one execution per matching route.
+
+    Returns `duplicate` for the same (source, event id) with the same body and `conflict`
+    (counted on the stored event) for a different body; in both cases nothing new is
+    stored. Executions are queued for the worker only after the transaction commits.
+    """
+    decision = policy.decide_ingest(source=source, event_type=parsed.type)
+    routes = Route.objects.matching(parsed.type)
+
+    if decision.verdict is policy.Verdict.HOLD:
+        status, execution_status = EventStatus.HELD, ExecutionStatus.HELD
+    elif decision.verdict is policy.Verdict.BLOCK:
+        status, execution_status = EventStatus.BLOCKED, ExecutionStatus.BLOCKED
+    elif not routes:
+        status, execution_status = EventStatus.UNROUTED, ExecutionStatus.QUEUED
+    else:
+        status, execution_status = EventStatus.ACCEPTED, ExecutionStatus.QUEUED
+
+    now = timezone.now()
+    event = Event(
+        id=uuid.uuid4(),
+        source=source,
+        event_id=parsed.event_id,
+        type=parsed.type,
+        status=status,
+        status_reason=decision.reason,
+        payload=parsed.payload,
+        headers=headers,
+        body_hash=parsed.body_hash,
+        received_at=now,
+    )
+    for _ in range(3):
+        with transaction.atomic():
+            if _insert_event_once(event):
+                if status != EventStatus.BLOCKED:
+                    executions = Execution.objects.bulk_create(
+                        Execution(
+                            event=event,
+                            route=route,
+                            status=execution_status,
+                            status_reason=decision.reason,
+                            idempotency_key=Execution.new_idempotency_key(),
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        for route in routes
+                    )
+                    if execution_status == ExecutionStatus.QUEUED and executions:
+                        transaction.on_commit(partial(_enqueue, [e.pk for e in executions]))
+                return IngestResult(outcome=status, event=event)
+            existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
+            if existing is None:
+                continue  # pruned between our insert and our read: try the insert again
+            if existing.body_hash == parsed.body_hash:
+                return IngestResult(outcome="duplicate", event=existing)
+            Event.objects.filter(pk=existing.pk).update(conflicts=F("conflicts") + 1)
+            return IngestResult(outcome="conflict", event=existing)
+    raise RuntimeError("event vanished three times while being stored")  # pragma: no cover

@@ -1,0 +1,262 @@
+import hashlib
+import secrets
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+def hash_key(key: str) -> str:
+    """API keys are random and long, so one SHA-256 is enough and allows indexed lookup."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class AuthScheme(models.TextChoices):
+    API_KEY = "api_key", "API key"
+    """The sender presents one of the source's API keys in a header."""
+
+
+class Source(models.Model):
+    """Who may send events."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    auth_scheme = models.CharField(
+        max_length=max(len(v) for v in AuthScheme.values),
+        choices=AuthScheme.choices,
+        default=AuthScheme.API_KEY,
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def issue_key(self, *, key: str | None = None, label: str = "") -> tuple["SourceKey", str]:
+        """Add an API key; returns the row and the plain key, which is never stored."""
+        key = key or f"ak_{secrets.token_urlsafe(32)}"
+        row = SourceKey.objects.create(
+            source=self, key_hash=hash_key(key), prefix=key[:6], label=label
+        )
+        return row, key
+
+
+class SourceKeyQuerySet(models.QuerySet):
+    def active(self):
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class SourceKey(models.Model):
+    """One API key of a source. Several may be active at once, for rotation."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="keys")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The key's first characters, to tell keys apart."
+    )
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SourceKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        now = timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class EventStatus(models.TextChoices):
+    ACCEPTED = "accepted"
+    """Stored and handed to its routes' executions."""
+    UNROUTED = "unrouted"
+    """Stored, but no enabled route matched its type. Replay it once a route exists."""
+    HELD = "held"
+    """Stored while the kill switch was engaged; its executions wait for an operator."""
+    BLOCKED = "blocked"
+    """Stored, but a guardrail refused it; the reason is recorded."""
+
+
+class Event(models.Model):
+    """One inbound delivery, stored once per (source, event id)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="events")
+    event_id = models.CharField(max_length=255, help_text="The sender's id for this event.")
+    type = models.CharField(max_length=255)
+    status = models.CharField(
+        max_length=max(len(v) for v in EventStatus.values),
+        choices=EventStatus.choices,
+        default=EventStatus.ACCEPTED,
+    )
+    status_reason = models.TextField(blank=True)
+    payload = models.JSONField()
+    headers = models.JSONField(
+        default=dict, help_text="Selected request headers, secrets redacted."
+    )
+    body_hash = models.CharField(
+        max_length=64,
+        help_text="SHA-256 of the canonical JSON body: tells a redelivery from a conflict.",
+    )
+    received_at = models.DateTimeField(default=timezone.now)
+    conflicts = models.PositiveIntegerField(
+        default=0,
+        help_text="Deliveries refused because they reused this event id with another body.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "event_id"], name="events_event_source_event_id_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-received_at"], name="events_event_received_idx"),
+            models.Index(fields=["type", "-received_at"], name="events_event_type_idx"),
+            models.Index(fields=["status", "-received_at"], name="events_event_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.source.name}/{self.event_id}" if self.source_id else self.event_id
+
+
+class ExecutionStatus(models.TextChoices):
+    QUEUED = "queued"
+    """Waiting for a worker to claim it."""
+    RUNNING = "running"
+    """A worker holds it and is calling the connector."""
+    RETRYING = "retrying"
+    """The last attempt failed with a retryable error; it runs again at next_attempt_at."""
+    SUCCEEDED = "succeeded"
+    """The connector's action succeeded."""
+    FAILED = "failed"
+    """The dead letter: a permanent error, or attempts exhausted."""
+    HELD = "held"
+    """Stopped by the kill switch; an operator releases it."""
+    BLOCKED = "blocked"
+    """A guardrail refused it; the reason is recorded."""
+    CANCELLED = "cancelled"
+    """An operator cancelled it."""
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def queued(self):
+        return self.filter(status=ExecutionStatus.QUEUED)
+
+    def held(self):
+        return self.filter(status=ExecutionStatus.HELD)
+
+
+class Execution(models.Model):
+    """One route's run for one event: the unit the worker claims, retries and records."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="executions")
+    route = models.ForeignKey(
+        "connectors.Route", on_delete=models.PROTECT, related_name="executions"
+    )
+    status = models.CharField(
+        max_length=max(len(v) for v in ExecutionStatus.values),
+        choices=ExecutionStatus.choices,
+        default=ExecutionStatus.QUEUED,
+    )
+    status_reason = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    idempotency_key = models.CharField(
+        max_length=64,
+        unique=True,
+        help_text="Handed to the connector; stable across retries and replays of this execution.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "route"], name="events_execution_event_route_uniq"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=ExecutionStatus.values),
+                name="events_execution_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="events_execution_status_idx"),
+            # The worker's scans: only the few rows that are not finished.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="events_execution_pending_idx",
+                condition=models.Q(
+                    status__in=[
+                        ExecutionStatus.QUEUED,
+                        ExecutionStatus.RUNNING,
+                        ExecutionStatus.RETRYING,
+                    ]
+                ),
+            ),
+        ]
+
+    def __str__(self):
+        return f"execution {self.pk} ({self.status})"
+
+    @staticmethod
+    def new_idempotency_key() -> str:
+        return uuid.uuid4().hex
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded"
+    """The action succeeded."""
+    RETRYABLE_ERROR = "retryable_error"
+    """The action failed in a way that may pass on another try."""
+    PERMANENT_ERROR = "permanent_error"
+    """The action failed and another try will not help."""
+
+
+class Attempt(models.Model):
+    """One try of an execution."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=max(len(v) for v in AttemptOutcome.values),
+        choices=AttemptOutcome.choices,
+        blank=True,
+    )
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    response_summary = models.JSONField(default=dict, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["execution", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "number"], name="events_attempt_execution_number_uniq"
+            ),
+        ]
+
+    def __str__(self):
+        return f"attempt {self.number} of execution {self.execution_id}"

@@ -1,0 +1,181 @@
+"""Turning raw request bytes into a payload we are willing to store.
+
+Everything here is pure: it reads bytes and headers and raises IngestError with the
+HTTP status, a stable code and a message. Nothing touches the database.
+"""
+
+import hashlib
+import json
+import unicodedata
+from dataclasses import dataclass
+
+MAX_ID_LENGTH = 255
+MAX_TYPE_LENGTH = 255
+
+
+class IngestError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    type: str
+    payload: dict
+    body_hash: str
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_bad_characters(text: str) -> bool:
+    # NUL and lone surrogates cannot be stored in PostgreSQL's jsonb (nor sent on as UTF-8).
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_structure(payload, *, max_depth: int) -> None:
+    """Walk the payload without recursion: depth limit and storable strings."""
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                raise IngestError(
+                    400, "too_deep", f"JSON is nested deeper than {max_depth} levels."
+                )
+            for key, item in value.items():
+                if _has_bad_characters(key):
+                    raise IngestError(
+                        400,
+                        "invalid_character",
+                        "JSON contains a NUL character or a lone surrogate.",
+                    )
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > max_depth:
+                raise IngestError(
+                    400, "too_deep", f"JSON is nested deeper than {max_depth} levels."
+                )
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and _has_bad_characters(value):
+            raise IngestError(
+                400, "invalid_character", "JSON contains a NUL character or a lone surrogate."
+            )
+
+
+def _valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise IngestError(400, code, f"{field} must be a string.")
+    text = str(value)
+    if not text.strip():
+        raise IngestError(400, code, f"{field} must not be empty.")
+    if len(text) > max_length:
+        raise IngestError(400, code, f"{field} is longer than {max_length} characters.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        raise IngestError(400, code, f"{field} contains control characters.")
+    return text
+
+
+def canonical_hash(payload) -> str:
+    """SHA-256 of the payload's canonical JSON: key order and whitespace do not matter."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse(raw: bytes, *, idempotency_key: str | None, max_depth: int) -> ParsedEvent:
+    """Decode, parse and validate one webhook body.
+
+    The event id is the body's `event_id`, or else the Idempotency-Key header.
+    """
+    if not raw.strip():
+        raise IngestError(400, "empty_body", "The request body is empty.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IngestError(400, "invalid_utf8", "The request body is not valid UTF-8.") from None
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise IngestError(
+            400, "too_deep", f"JSON is nested deeper than {max_depth} levels."
+        ) from None
+    except ValueError as exc:
+        raise IngestError(
+            400, "invalid_json", f"The request body is not valid JSON: {exc}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise IngestError(400, "not_an_object", "The request body must be a JSON object.")
+    check_structure(payload, max_depth=max_depth)
+
+    raw_id = payload.get("event_id")
+    if raw_id is None:
+        raw_id = idempotency_key
+    if raw_id is None:
+        raise IngestError(
+            400,
+            "missing_event_id",
+            "No event id: send an `event_id` field or an Idempotency-Key header.",
+        )
+    event_id = _valid_identifier(
+        raw_id, field="event_id", code="invalid_event_id", max_length=MAX_ID_LENGTH
+    )
+
+    if "type" not in payload:
+        raise IngestError(400, "missing_type", "No event type: send a `type` field.")
+    event_type = _valid_identifier(
+        payload["type"], field="type", code="invalid_type", max_length=MAX_TYPE_LENGTH
+    )
+    return ParsedEvent(
+        event_id=event_id, type=event_type, payload=payload, body_hash=canonical_hash(payload)
+    )
+
+
+_SECRET_MARKERS = (
+    "authorization",
+    "cookie",
+    "api-key",
+    "apikey",
+    "token",
+    "secret",
+    "signature",
+    "password",
+)
+_SKIPPED = {
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+}
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 1024
+REDACTED = "[redacted]"
+
+
+def select_headers(headers) -> dict[str, str]:
+    """The request headers worth keeping, lowercased, with secrets redacted."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _SKIPPED:
+            continue
+        if len(kept) >= MAX_HEADERS:
+            break
+        if lower != "idempotency-key" and any(marker in lower for marker in _SECRET_MARKERS):
+            kept[lower] = REDACTED
+        else:
+            kept[lower] = "".join(ch for ch in value[:MAX_HEADER_VALUE] if ch.isprintable())
+    return kept

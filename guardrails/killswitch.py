@@ -1,0 +1,45 @@
+from django.db import transaction
+from django.utils import timezone
+
+from guardrails import audit
+from guardrails.models import Mode, RuntimeState, Via
+
+
+class ReasonRequired(ValueError):
+    pass
+
+
+def set_kill_switch(
+    *, engaged: bool, actor, reason: str, via: Via | str
+) -> tuple[RuntimeState, bool]:
+    """Engage or release the global kill switch and audit the change.
+
+    Returns (state, changed). Setting the switch to the state it already has changes
+    nothing and writes no audit entry. A reason is required either way.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("A reason is required to change the kill switch.")
+    target_mode = Mode.KILLED if engaged else Mode.RUNNING
+    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    with transaction.atomic():
+        RuntimeState.current()
+        state = RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+        if state.mode == target_mode:
+            return state, False
+        previous = state.mode
+        state.mode = target_mode
+        state.changed_at = timezone.now()
+        state.changed_by = actor_name
+        state.reason = reason
+        state.save()
+        audit.record(
+            actor=actor_name,
+            via=via,
+            action="kill_switch.engage" if engaged else "kill_switch.release",
+            target="global",
+            reason=reason,
+            previous_mode=previous,
+            mode=target_mode,
+        )
+    return state, True

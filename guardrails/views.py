@@ -1,0 +1,90 @@
+from rest_framework import permissions, serializers
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.response import Response
+
+from automation_runtime.errors import error_response
+from events.stats import counts_by_status
+from guardrails.killswitch import ReasonRequired, set_kill_switch
+from guardrails.models import RuntimeState, Via
+
+
+class CanViewStatus(permissions.BasePermission):
+    message = "You need permission to view the runtime status."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(
+            user
+            and user.is_active
+            and user.is_staff
+            and (
+                user.has_perm("guardrails.view_runtimestate")
+                or user.has_perm("guardrails.change_kill_switch")
+            )
+        )
+
+
+class CanChangeKillSwitch(permissions.BasePermission):
+    message = "You need the kill switch permission."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(
+            user
+            and user.is_active
+            and user.is_staff
+            and user.has_perm("guardrails.change_kill_switch")
+        )
+
+
+def _state_json(state: RuntimeState) -> dict:
+    return {
+        "engaged": state.kill_switch_engaged,
+        "changed_at": state.changed_at.isoformat() if state.changed_at else None,
+        "changed_by": state.changed_by or None,
+        "reason": state.reason or None,
+    }
+
+
+@api_view(["GET"])
+@permission_classes([CanViewStatus])
+def status(request):
+    """GET /admin/status: mode, kill switch, processed count, events and executions by status."""
+    state = RuntimeState.current()
+    counts = counts_by_status()
+    return Response(
+        {
+            "mode": state.mode,
+            "kill_switch": _state_json(state),
+            "processed": counts["executions"]["succeeded"],
+            **counts,
+        }
+    )
+
+
+class KillSwitchParams(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    reason = serializers.CharField(max_length=1000, trim_whitespace=True)
+
+
+@api_view(["POST"])
+@permission_classes([CanChangeKillSwitch])
+def kill_switch(request):
+    """POST /admin/kill_switch?enabled=true|false&reason=...: engage or release, audited."""
+    data = request.query_params.dict()
+    if isinstance(request.data, dict):
+        data = {**request.data, **data} if request.data else data
+    params = KillSwitchParams(data=data)
+    if not params.is_valid():
+        field, problems = next(iter(params.errors.items()))
+        return error_response(400, f"invalid_{field}", f"{field}: {' '.join(map(str, problems))}")
+    try:
+        state, changed = set_kill_switch(
+            engaged=params.validated_data["enabled"],
+            actor=request.user,
+            reason=params.validated_data["reason"],
+            via=Via.API,
+        )
+    except ReasonRequired as exc:
+        return error_response(400, "invalid_reason", str(exc))
+    return Response({"mode": state.mode, "changed": changed, "kill_switch": _state_json(state)})
