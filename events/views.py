@@ -35,9 +35,10 @@ def _read_body(request, limit: int) -> bytes:
         if declared > limit:
             raise IngestError(413, "body_too_large", f"The body is larger than {limit} bytes.")
         return request.read()
-    # No Content-Length (chunked): read at most one byte past the limit.
+    # No Content-Length (chunked): read at most one byte past the limit, but only when
+    # the server promises the stream ends with the body (gunicorn does).
     stream = request.META.get("wsgi.input")
-    if stream is None:
+    if stream is None or not request.META.get("wsgi.input_terminated"):
         return b""
     body = stream.read(limit + 1)
     if len(body) > limit:

@@ -1,5 +1,6 @@
 from rest_framework import permissions, serializers
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from automation_runtime.errors import error_response
@@ -69,11 +70,16 @@ class KillSwitchParams(serializers.Serializer):
 
 @api_view(["POST"])
 @permission_classes([CanChangeKillSwitch])
+@parser_classes([JSONParser, FormParser, MultiPartParser])
 def kill_switch(request):
     """POST /admin/kill_switch?enabled=true|false&reason=...: engage or release, audited."""
-    data = request.query_params.dict()
-    if isinstance(request.data, dict):
-        data = {**request.data, **data} if request.data else data
+    # Parameters may come in the query string (as documented) or in a JSON or form body.
+    data = {}
+    if hasattr(request.data, "dict"):
+        data.update(request.data.dict())
+    elif isinstance(request.data, dict):
+        data.update(request.data)
+    data.update(request.query_params.dict())
     params = KillSwitchParams(data=data)
     if not params.is_valid():
         field, problems = next(iter(params.errors.items()))

@@ -1,0 +1,70 @@
+"""Named actors for the specification-style tests."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+
+from connectors.models import Route
+from events.models import Source
+from guardrails.models import OperatorToken
+
+
+@pytest.fixture
+def source(db):
+    """An enabled API-key source with one key (`source.api_key`)."""
+    src = Source.objects.create(name="shop")
+    _, src.api_key = src.issue_key()
+    return src
+
+
+@pytest.fixture
+def route(db):
+    """Sends order.* events to the log connector."""
+    return Route.objects.create(
+        name="orders-to-log", event_type="order.*", connector="log", action="record"
+    )
+
+
+def _staff(username, group=None):
+    user = get_user_model().objects.create_user(username, password="pw-" + username, is_staff=True)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    _, user.token = OperatorToken.issue(user, name="tests")
+    return user
+
+
+@pytest.fixture
+def operator(db):
+    """Staff in the operators group: may flip the kill switch. Has `.token`."""
+    return _staff("olivia", "operators")
+
+
+@pytest.fixture
+def viewer(db):
+    """Staff in the viewers group: may read the status, not change anything."""
+    return _staff("victor", "viewers")
+
+
+@pytest.fixture
+def staff_without_rights(db):
+    """Staff with no permissions at all."""
+    return _staff("nobody")
+
+
+@pytest.fixture
+def demo(db, settings):
+    """The demo fixtures and credentials, as `make run` creates them."""
+    settings.DEMO_MODE = True
+    call_command("loaddata", "demo", verbosity=0)
+    call_command("demo_credentials", verbosity=0)
+
+
+@pytest.fixture
+def live(tmp_path):
+    """Real gunicorn (2 sync workers) + worker on a fresh database with the demo data."""
+    from tests.live import LiveRuntime
+
+    runtime = LiveRuntime(tmp_path).prepare().start()
+    yield runtime
+    runtime.close()
