@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 
 ## Start the demo runtime (gunicorn + worker) on 127.0.0.1:$${PORT:-8080}.
 run: $(STAMP)
-	./bin/run-demo
+	$(PY) bin/run-demo
 
 ## Run the whole test suite (SQLite, or DATABASE_URL if set).
 test: $(STAMP)
