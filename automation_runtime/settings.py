@@ -75,6 +75,8 @@ TEMPLATES = [
 ]
 
 # Database: DATABASE_URL, or an SQLite file beside the project.
+if not os.environ.get("DATABASE_URL", "").strip():
+    os.environ.pop("DATABASE_URL", None)  # set but empty means "the default"
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
