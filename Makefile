@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean
+.PHONY: run test lint format venv clean bench-engine
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ run: $(STAMP)
 ## Run the whole test suite (SQLite, or DATABASE_URL if set).
 test: $(STAMP)
 	$(PY) -m pytest
+
+## Benchmark the execution engine on SQLite and PostgreSQL (see bench/README.md).
+## BENCH_ARGS=--quick for a shorter run.
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

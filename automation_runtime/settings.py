@@ -184,3 +184,36 @@ SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
 
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]
+
+# Extra connector classes, by dotted path (see docs/engine.md).
+CONNECTORS = envlist("CONNECTORS", [])
+
+# Execution engine (see docs/engine.md).
+# How long a claim lasts before the reaper may hand the execution to another worker; a
+# running action renews it every third of this.
+EXECUTION_LEASE_SECONDS = envint("EXECUTION_LEASE_SECONDS", 60, minimum=3)
+# How often each worker's reaper looks for expired leases and lost task messages.
+REAPER_INTERVAL_SECONDS = envint("REAPER_INTERVAL_SECONDS", 5, minimum=1)
+# A claimable execution still waiting this long after its task message became runnable
+# gets another message (the first one may have been lost).
+REDISPATCH_AFTER_SECONDS = envint("REDISPATCH_AFTER_SECONDS", 60, minimum=1)
+# Finished task-queue rows (not our executions or attempts) are deleted after this.
+TASK_RESULT_RETENTION_SECONDS = envint("TASK_RESULT_RETENTION_SECONDS", 3600, minimum=0)
+# A worker whose heartbeat is older than this is not live.
+WORKER_STALE_SECONDS = envint("WORKER_STALE_SECONDS", 30, minimum=2)
+
+# The task queue engine: "db" (django-tasks-db, the default, SQLite or PostgreSQL) or "rq"
+# (Redis through django-tasks-rq; needs REDIS_URL).
+TASKS_ENGINE = os.environ.get("TASKS_ENGINE", "db").strip().lower()
+if TASKS_ENGINE not in ("db", "rq"):
+    raise ImproperlyConfigured(f"TASKS_ENGINE must be 'db' or 'rq'; got {TASKS_ENGINE!r}")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+if TASKS_ENGINE == "rq":
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_rq.RQBackend",
+            "QUEUES": ["default"],
+        }
+    }
+    RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
+    INSTALLED_APPS += ["django_rq"]

@@ -7,6 +7,9 @@ SECRET_KEY so the suite runs with DEBUG off, as production does.
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault(
+    "CONNECTORS", "tests.connectors.ScriptedConnector,tests.connectors.SinkConnector"
+)
 
 from automation_runtime.settings import *  # noqa: F403
 

@@ -41,9 +41,22 @@ def ready(request):
         logger.warning("ready: database unavailable (%s)", type(exc).__name__)
         checks["database"] = "unavailable"
     ok = all(value == "ok" for value in checks.values()) and "migrations" in checks
-    return JsonResponse(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
-    )
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    if ok:
+        # Reported, not required: a web server without workers still accepts events safely.
+        body["workers"] = _live_workers()
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+def _live_workers() -> list[dict]:
+    from events.workers import live_workers
+
+    try:
+        return [
+            {"id": w.worker_id, "last_seen_at": w.last_seen_at.isoformat()} for w in live_workers()
+        ]
+    except DatabaseError:
+        return []
 
 
 def not_found(request, exception=None):

@@ -1,4 +1,5 @@
 import fnmatch
+import random
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -29,6 +30,14 @@ class Route(models.Model):
     params = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     max_attempts = models.PositiveSmallIntegerField(default=8, validators=[MinValueValidator(1)])
+    backoff_base_seconds = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Retry n waits a random time up to min(cap, base * 2^(n-1)) (full jitter).",
+    )
+    backoff_cap_seconds = models.FloatField(
+        default=600.0, validators=[MinValueValidator(0.0)], help_text="Longest wait between tries."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -39,6 +48,10 @@ class Route(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(max_attempts__gte=1), name="connectors_route_max_attempts_gte_1"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(backoff_base_seconds__gte=0, backoff_cap_seconds__gte=0),
+                name="connectors_route_backoff_not_negative",
             ),
         ]
 
@@ -51,6 +64,13 @@ class Route(models.Model):
         # fnmatchcase, not fnmatch: types are case-sensitive; only * is a wildcard.
         pattern = self.event_type.replace("[", "[[]").replace("?", "[?]")
         return fnmatch.fnmatchcase(event_type, pattern)
+
+    def retry_delay(self, attempt: int, *, rng=random) -> float:
+        """Seconds to wait after failed try number `attempt` (1-based): full jitter."""
+        ceiling = min(
+            self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** min(attempt - 1, 60)
+        )
+        return rng.uniform(0, ceiling)
 
     def clean(self):
         try:

@@ -2,10 +2,26 @@ import json
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
+from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from events.models import Attempt, Event, Execution, Source, SourceKey
+from events import operations
+from events.models import (
+    Attempt,
+    Event,
+    Execution,
+    ExecutionStatus,
+    Source,
+    SourceKey,
+    WorkerHeartbeat,
+)
+
+
+def _can_operate(request) -> bool:
+    return request.user.has_perm("guardrails.change_kill_switch") or request.user.has_perm(
+        "events.change_execution"
+    )
 
 
 class NoCountPaginator(Paginator):
@@ -92,6 +108,7 @@ class EventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = NoCountPaginator
     inlines = [ExecutionInline]
+    actions = ["route_again"]
     fields = (
         "id",
         "source",
@@ -106,6 +123,14 @@ class EventAdmin(admin.ModelAdmin):
         "headers_pretty",
     )
     readonly_fields = fields
+
+    @admin.action(description="Route again (create executions for routes added since)")
+    def route_again(self, request, queryset):
+        if not _can_operate(request):
+            self.message_user(request, "You may not do that.", messages.ERROR)
+            return
+        created = operations.replay_events(queryset, actor=request.user, via="admin")
+        self.message_user(request, f"{created} new execution(s) queued.", messages.SUCCESS)
 
     @admin.display(description="payload")
     def payload_pretty(self, obj):
@@ -128,6 +153,7 @@ class AttemptInline(admin.TabularInline):
     can_delete = False
     fields = (
         "number",
+        "worker",
         "started_at",
         "duration_ms",
         "outcome",
@@ -151,6 +177,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = NoCountPaginator
     inlines = [AttemptInline]
+    actions = ["release_held", "replay", "cancel"]
     readonly_fields = (
         "event",
         "route",
@@ -167,6 +194,72 @@ class ExecutionAdmin(admin.ModelAdmin):
         "last_error",
     )
     fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def _refuse(self, request) -> bool:
+        if _can_operate(request):
+            return False
+        self.message_user(request, "Only operators may do that.", messages.ERROR)
+        return True
+
+    @admin.action(description="Release held executions")
+    def release_held(self, request, queryset):
+        if self._refuse(request):
+            return
+        n = operations.release_held(queryset, actor=request.user, via="admin")
+        self.message_user(request, f"{n} held execution(s) released.", messages.SUCCESS)
+
+    @admin.action(description="Replay (same idempotency key)")
+    def replay(self, request, queryset):
+        if self._refuse(request):
+            return None
+        succeeded = queryset.filter(status=ExecutionStatus.SUCCEEDED).count()
+        if succeeded and request.POST.get("confirm") != "yes":
+            # A succeeded execution ran its side effect already: ask before doing it again.
+            return TemplateResponse(
+                request,
+                "admin/events/execution/confirm_replay.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Replay succeeded executions?",
+                    "queryset": queryset,
+                    "succeeded": succeeded,
+                    "total": queryset.count(),
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        n = operations.replay(
+            queryset, actor=request.user, via="admin", force=request.POST.get("confirm") == "yes"
+        )
+        self.message_user(request, f"{n} execution(s) queued again.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Cancel (queued, retrying or held)")
+    def cancel(self, request, queryset):
+        if self._refuse(request):
+            return
+        n = operations.cancel(queryset, actor=request.user, via="admin")
+        self.message_user(request, f"{n} execution(s) cancelled.", messages.SUCCESS)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    list_display = (
+        "worker_id",
+        "hostname",
+        "pid",
+        "engine",
+        "started_at",
+        "last_seen_at",
+        "executions_run",
+    )
+    readonly_fields = list_display
 
     def has_add_permission(self, request):
         return False

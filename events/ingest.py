@@ -3,13 +3,13 @@
 import logging
 import uuid
 from dataclasses import dataclass
-from functools import partial
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from connectors.models import Route
+from events import dispatch
 from events.models import (
     Event,
     EventStatus,
@@ -72,17 +72,6 @@ def _insert_event_once(event: Event) -> bool:
         return cursor.fetchone() is not None
 
 
-def _enqueue(execution_ids: list[int]) -> None:
-    from events.tasks import run_execution
-
-    for execution_id in execution_ids:
-        try:
-            run_execution.enqueue(execution_id)
-        except Exception:
-            # The execution row is committed and stays queued; the worker's sweep finds it.
-            logger.exception("could not enqueue execution %s", execution_id)
-
-
 def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
     """Store a parsed event once and create one execution per matching route.
 
@@ -128,11 +117,14 @@ def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResul
                             idempotency_key=Execution.new_idempotency_key(),
                             created_at=now,
                             updated_at=now,
+                            dispatched_at=now
+                            if execution_status == ExecutionStatus.QUEUED
+                            else None,
                         )
                         for route in routes
                     )
-                    if execution_status == ExecutionStatus.QUEUED and executions:
-                        transaction.on_commit(partial(_enqueue, [e.pk for e in executions]))
+                    if execution_status == ExecutionStatus.QUEUED:
+                        dispatch.send_on_commit(e.pk for e in executions)
                 return IngestResult(outcome=status, event=event)
             existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
             if existing is None:

@@ -153,12 +153,25 @@ class ExecutionStatus(models.TextChoices):
     """An operator cancelled it."""
 
 
+PENDING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING]
+CLAIMABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING]
+FINISHED_STATUSES = [
+    ExecutionStatus.SUCCEEDED,
+    ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED,
+]
+
+
 class ExecutionQuerySet(models.QuerySet):
     def queued(self):
         return self.filter(status=ExecutionStatus.QUEUED)
 
     def held(self):
         return self.filter(status=ExecutionStatus.HELD)
+
+    def pending(self):
+        """Not finished: what the worker and the reaper look at."""
+        return self.filter(status__in=PENDING_STATUSES)
 
 
 class Execution(models.Model):
@@ -174,7 +187,13 @@ class Execution(models.Model):
         default=ExecutionStatus.QUEUED,
     )
     status_reason = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Tries since it was created or last replayed; compared with max attempts.",
+    )
+    total_attempts = models.PositiveIntegerField(
+        default=0, help_text="Tries over its whole life, replays included; numbers its attempts."
+    )
     idempotency_key = models.CharField(
         max_length=64,
         unique=True,
@@ -182,7 +201,15 @@ class Execution(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Not claimable before this time (retry backoff)."
+    )
+    dispatched_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the last task message for it became runnable; the reaper sends "
+        "another if it is still waiting long after this.",
+    )
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -204,15 +231,14 @@ class Execution(models.Model):
             models.Index(fields=["status", "-created_at"], name="events_execution_status_idx"),
             # The worker's scans: only the few rows that are not finished.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["dispatched_at"],
                 name="events_execution_pending_idx",
-                condition=models.Q(
-                    status__in=[
-                        ExecutionStatus.QUEUED,
-                        ExecutionStatus.RUNNING,
-                        ExecutionStatus.RETRYING,
-                    ]
-                ),
+                condition=models.Q(status__in=PENDING_STATUSES),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="events_execution_running_idx",
+                condition=models.Q(status=ExecutionStatus.RUNNING),
             ),
         ]
 
@@ -231,6 +257,10 @@ class AttemptOutcome(models.TextChoices):
     """The action failed in a way that may pass on another try."""
     PERMANENT_ERROR = "permanent_error"
     """The action failed and another try will not help."""
+    LOST = "lost"
+    """The worker vanished mid-action (its lease expired); the action may or may not have run."""
+    ABANDONED = "abandoned"
+    """The worker was told to stop at once mid-action and gave the execution back."""
 
 
 class Attempt(models.Model):
@@ -238,6 +268,7 @@ class Attempt(models.Model):
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="attempt_set")
     number = models.PositiveSmallIntegerField()
+    worker = models.CharField(max_length=128, blank=True, help_text="The worker that ran it.")
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(
@@ -260,3 +291,21 @@ class Attempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.number} of execution {self.execution_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process that is alive, or was: one row per worker, refreshed on an interval."""
+
+    worker_id = models.CharField(max_length=128, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    engine = models.CharField(max_length=16)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    executions_run = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self):
+        return self.worker_id

@@ -1,6 +1,7 @@
 from django.db.models import Count
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
+from events.workers import live_workers
 
 
 def counts_by_status() -> dict:
@@ -10,3 +11,19 @@ def counts_by_status() -> dict:
     executions = dict.fromkeys(ExecutionStatus.values, 0)
     executions.update(Execution.objects.order_by().values_list("status").annotate(n=Count("pk")))
     return {"events": events, "executions": executions}
+
+
+def workers_summary() -> list[dict]:
+    """The live workers, newest heartbeat first."""
+    return [
+        {
+            "id": w.worker_id,
+            "hostname": w.hostname,
+            "pid": w.pid,
+            "engine": w.engine,
+            "started_at": w.started_at.isoformat(),
+            "last_seen_at": w.last_seen_at.isoformat(),
+            "executions_run": w.executions_run,
+        }
+        for w in live_workers()
+    ]

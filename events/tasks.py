@@ -1,9 +1,12 @@
 from django_tasks import task
 
-from events import execution
+from events import execution, workers
 
 
 @task()
 def run_execution(execution_id: int) -> str:
     """Look at execution N now. Safe to deliver twice: the claim lets one run win."""
-    return execution.run(execution_id)
+    status = execution.run(execution_id)
+    if status != "skipped":
+        workers.executions_run += 1
+    return status

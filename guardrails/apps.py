@@ -9,4 +9,5 @@ class GuardrailsConfig(AppConfig):
     def ready(self):
         from guardrails.permissions import ensure_groups
 
-        post_migrate.connect(ensure_groups, sender=self)
+        # After every app's migrations: the permissions named may belong to any app.
+        post_migrate.connect(ensure_groups, dispatch_uid="guardrails.ensure_groups")

@@ -1,12 +1,23 @@
-"""The operator groups every installation has."""
+"""The operator groups every installation has, kept in step after each `migrate`."""
 
 from django.contrib.auth.models import Group, Permission
 
+_VIEW = (
+    "events.view_source",
+    "events.view_event",
+    "events.view_execution",
+    "events.view_attempt",
+    "events.view_workerheartbeat",
+    "connectors.view_route",
+    "guardrails.view_runtimestate",
+    "guardrails.view_operatoraction",
+)
+
 GROUPS = {
-    # May flip the kill switch (and, later, replay, cancel, release).
-    "operators": ("guardrails.change_kill_switch", "guardrails.view_runtimestate"),
+    # May flip the kill switch, release, replay and cancel executions, and see everything.
+    "operators": (*_VIEW, "guardrails.change_kill_switch", "events.change_execution"),
     # Read only.
-    "viewers": ("guardrails.view_runtimestate",),
+    "viewers": _VIEW,
 }
 
 
@@ -14,10 +25,12 @@ def ensure_groups(**kwargs) -> None:
     """Create the operator groups with their permissions; safe to run again."""
     for name, perms in GROUPS.items():
         group, _ = Group.objects.get_or_create(name=name)
+        wanted = []
         for perm in perms:
             app_label, codename = perm.split(".")
             permission = Permission.objects.filter(
                 content_type__app_label=app_label, codename=codename
             ).first()
             if permission is not None:
-                group.permissions.add(permission)
+                wanted.append(permission)
+        group.permissions.add(*wanted)

@@ -4,7 +4,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from automation_runtime.errors import error_response
-from events.stats import counts_by_status
+from events.stats import counts_by_status, workers_summary
 from guardrails.killswitch import ReasonRequired, set_kill_switch
 from guardrails.models import RuntimeState, Via
 
@@ -59,6 +59,7 @@ def status(request):
             "kill_switch": _state_json(state),
             "processed": counts["executions"]["succeeded"],
             **counts,
+            "workers": workers_summary(),
         }
     )
 

@@ -124,8 +124,11 @@ class LiveRuntime:
         self.wait_ready()
         return self
 
-    def start_worker(self):
-        self._spawn("worker", [PY, "manage.py", "runworker", "--interval", "0.1"])
+    def start_worker(self) -> str:
+        """Start one more worker process; returns its name in self.procs."""
+        name = f"worker-{time.monotonic_ns()}"
+        self._spawn(name, [PY, "manage.py", "runworker", "--interval", "0.1"])
+        return name
 
     def wait_ready(self, timeout: float = 30):
         deadline = time.monotonic() + timeout

@@ -10,7 +10,9 @@ from events.models import Attempt, Execution, ExecutionStatus
 from guardrails.killswitch import set_kill_switch
 from tests.test_ingest import ORDER, post
 
-pytestmark = pytest.mark.django_db
+# The worker command closes connections it finds inside a transaction (as it should in
+# production), so these tests run with real commits.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -1,32 +1,83 @@
+import logging
+
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from events import execution, workers
+
+logger = logging.getLogger(__name__)
+
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be zero or more")
+    return number
 
 
 class Command(BaseCommand):
     help = (
-        "Run a worker that executes queued executions (the django-tasks-db worker). "
-        "Stops cleanly on SIGTERM or Ctrl-C after the current execution."
+        "Run a worker: executes queued executions through the tasks backend's worker, and "
+        "beside it keeps a heartbeat and runs the reaper (expired leases, lost task messages). "
+        "SIGTERM or Ctrl-C lets the current action finish; a second one abandons it and "
+        "gives its execution back."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--interval",
-            type=float,
-            default=0.5,
-            help="Seconds to wait when the queue is empty (default: %(default)r).",
+            type=positive_float,
+            default=0.1,
+            help="Seconds to wait between polls when the queue is empty (default: %(default)r).",
         )
         parser.add_argument(
             "--no-loop",
             action="store_true",
-            help="Run what is queued now, then exit (for tests and cron).",
+            help="Reap once, run what is queued now, then exit (for tests and cron).",
         )
 
     def handle(self, *args, interval, no_loop, verbosity, **options):
+        engine = settings.TASKS_ENGINE
+        worker_id = execution.WORKER_ID
+        if no_loop:
+            execution.reap()
+            return self._run_engine(engine, worker_id, interval, batch=True, verbosity=verbosity)
+
+        housekeeper = workers.Housekeeper(worker_id, engine=engine)
+        housekeeper.start()
+        self.stdout.write(f"worker {worker_id} started (engine: {engine})")
+        try:
+            self._run_engine(engine, worker_id, interval, batch=False, verbosity=verbosity)
+        finally:
+            housekeeper.stop()
+            try:
+                workers.gone(worker_id)
+            except Exception:
+                logger.warning("could not remove the heartbeat of %s", worker_id)
+            self.stdout.write(f"worker {worker_id} stopped")
+
+    def _run_engine(self, engine, worker_id, interval, *, batch, verbosity):
+        if engine == "rq":
+            # SimpleWorker runs jobs in this process: no fork per job, and the database
+            # connection is reused like the db engine's.
+            call_command(
+                "rqworker",
+                "default",
+                burst=batch,
+                with_scheduler=True,
+                name=worker_id,
+                worker_class="rq.worker.SimpleWorker",
+                job_class="django_tasks_rq.Job",
+                verbosity=verbosity,
+            )
+            return
         call_command(
             "db_worker",
             interval=interval,
-            batch=no_loop,
+            batch=batch,
             reload=False,
-            startup_delay=not no_loop,
+            startup_delay=False,
+            worker_id=worker_id[:64],
             verbosity=verbosity,
         )

@@ -1,0 +1,114 @@
+import datetime
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from events import operations
+from events.models import Event, EventStatus, Execution, ExecutionStatus
+
+
+def when(value: str) -> datetime.datetime:
+    """An ISO date/time, or an age such as 30m, 2h, 7d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return timezone.now() - datetime.timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    parsed = parse_datetime(value) or parse_datetime(value + "T00:00:00")
+    if parsed is None:
+        raise ValueError(f"not a date or an age: {value!r}")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, datetime.UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run executions again with their idempotency keys: failed, cancelled, blocked and held "
+        "ones (held ones are released); succeeded ones only with --force. With --unrouted, "
+        "route unrouted events to the routes that match them now. Audited."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("ids", nargs="*", type=int, help="Execution ids.")
+        parser.add_argument(
+            "--status",
+            choices=ExecutionStatus.values,
+            help="Only executions in this status (for example failed or held).",
+        )
+        parser.add_argument("--source", help="Only events from this source (name).")
+        parser.add_argument("--type", help="Only events of this type.")
+        parser.add_argument("--route", help="Only this route (name).")
+        parser.add_argument("--since", type=when, help="Created at or after (ISO time or 2h).")
+        parser.add_argument("--until", type=when, help="Created before (ISO time or 2h).")
+        parser.add_argument("--force", action="store_true", help="Also re-run succeeded ones.")
+        parser.add_argument("--unrouted", action="store_true", help="Route unrouted events.")
+        parser.add_argument("--dry-run", action="store_true", help="List, change nothing.")
+        parser.add_argument("--reason", default="", help="Why; kept in the audit log.")
+        parser.add_argument(
+            "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
+        )
+
+    def handle(
+        self,
+        *args,
+        ids,
+        status,
+        source,
+        type,
+        route,
+        since,
+        until,
+        force,
+        unrouted,
+        dry_run,
+        reason,
+        actor,
+        **options,
+    ):
+        if unrouted:
+            events = Event.objects.filter(status=EventStatus.UNROUTED)
+            if source:
+                events = events.filter(source__name=source)
+            if type:
+                events = events.filter(type=type)
+            if since:
+                events = events.filter(received_at__gte=since)
+            if until:
+                events = events.filter(received_at__lt=until)
+            if dry_run:
+                self.stdout.write(f"{events.count()} unrouted event(s) would be routed.")
+                return
+            n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
+            self.stdout.write(f"{n} execution(s) created.")
+            return
+
+        executions = Execution.objects.all()
+        if ids:
+            executions = executions.filter(pk__in=ids)
+        if status:
+            executions = executions.filter(status=status)
+        if source:
+            executions = executions.filter(event__source__name=source)
+        if type:
+            executions = executions.filter(event__type=type)
+        if route:
+            executions = executions.filter(route__name=route)
+        if since:
+            executions = executions.filter(created_at__gte=since)
+        if until:
+            executions = executions.filter(created_at__lt=until)
+        if not (ids or status or source or type or route or since or until):
+            raise CommandError("Say which executions: ids, or at least one filter.")
+
+        eligible = operations.REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
+        chosen = executions.filter(status__in=eligible)
+        if dry_run:
+            total = 0
+            for ex in chosen.select_related("event", "route").order_by("pk").iterator():
+                total += 1
+                self.stdout.write(
+                    f"{ex.pk}\t{ex.status}\t{ex.route.name}\t{ex.event.type}\t{ex.event.event_id}"
+                )
+            skipped = executions.exclude(status__in=eligible).count()
+            self.stdout.write(f"{total} execution(s) would be replayed; {skipped} left alone.")
+            return
+        n = operations.replay(executions, actor=actor, via="cli", force=force, reason=reason)
+        self.stdout.write(f"{n} execution(s) queued again.")

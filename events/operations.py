@@ -1,0 +1,180 @@
+"""What operators do to executions and events: release, replay, cancel. Each is audited.
+
+The admin, the CLI and the API all call these, so they behave the same everywhere.
+"""
+
+from django.db import transaction
+from django.utils import timezone
+
+from connectors.models import Route
+from events import dispatch
+from events.models import Event, EventStatus, Execution, ExecutionStatus
+from guardrails import audit
+
+CHUNK = 1000
+
+REPLAYABLE = [
+    ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED,
+    ExecutionStatus.BLOCKED,
+    ExecutionStatus.HELD,
+]
+CANCELLABLE = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
+
+
+def _ids(queryset):
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
+
+
+def _requeue(ids, *, from_statuses, note: str) -> list[int]:
+    """Queue these executions again, keeping their idempotency keys; returns those moved."""
+    moved = []
+    now = timezone.now()
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        with transaction.atomic():
+            candidates = list(
+                Execution.objects.filter(pk__in=chunk, status__in=from_statuses).values_list(
+                    "pk", "event_id"
+                )
+            )
+            pks = [pk for pk, _ in candidates]
+            Execution.objects.filter(pk__in=pks, status__in=from_statuses).update(
+                status=ExecutionStatus.QUEUED,
+                attempts=0,
+                next_attempt_at=None,
+                dispatched_at=now,
+                finished_at=None,
+                lease_owner="",
+                lease_expires_at=None,
+                status_reason=note,
+                updated_at=now,
+            )
+            Event.objects.filter(
+                pk__in={event_id for _, event_id in candidates},
+                status__in=[EventStatus.HELD, EventStatus.BLOCKED],
+            ).update(status=EventStatus.ACCEPTED)
+        dispatch.send(pks)
+        moved.extend(pks)
+    return moved
+
+
+def release_held(queryset, *, actor, via, reason: str = "") -> int:
+    """Queue held executions again. Returns how many were released."""
+    ids = _ids(queryset.filter(status=ExecutionStatus.HELD))
+    moved = _requeue(ids, from_statuses=[ExecutionStatus.HELD], note=f"released by {_name(actor)}")
+    audit.record(
+        actor=actor,
+        via=via,
+        action="executions.release",
+        target=_target(moved),
+        reason=reason,
+        count=len(moved),
+    )
+    return len(moved)
+
+
+def replay(queryset, *, actor, via, force: bool = False, reason: str = "") -> int:
+    """Run executions again as a new attempt with the same idempotency key.
+
+    Failed, cancelled, blocked and held executions are replayed; succeeded ones only with
+    force=True; queued, retrying and running ones are left alone. Returns how many.
+    """
+    statuses = REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
+    ids = _ids(queryset.filter(status__in=statuses))
+    moved = _requeue(ids, from_statuses=statuses, note=f"replayed by {_name(actor)}")
+    audit.record(
+        actor=actor,
+        via=via,
+        action="executions.replay",
+        target=_target(moved),
+        reason=reason,
+        count=len(moved),
+        force=force,
+    )
+    return len(moved)
+
+
+def cancel(queryset, *, actor, via, reason: str = "") -> int:
+    """Cancel executions that have not started (queued, retrying, held). Returns how many."""
+    ids = _ids(queryset.filter(status__in=CANCELLABLE))
+    now = timezone.now()
+    cancelled = 0
+    for start in range(0, len(ids), CHUNK):
+        cancelled += Execution.objects.filter(
+            pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE
+        ).update(
+            status=ExecutionStatus.CANCELLED,
+            status_reason=f"cancelled by {_name(actor)}",
+            finished_at=now,
+            updated_at=now,
+        )
+    audit.record(
+        actor=actor,
+        via=via,
+        action="executions.cancel",
+        target=_target(ids),
+        reason=reason,
+        count=cancelled,
+    )
+    return cancelled
+
+
+def route_event(event: Event) -> list[int]:
+    """Create executions for the routes that match an event now and have none yet.
+
+    How an `unrouted` event runs once a route for its type exists. Returns the new
+    execution ids (already dispatched).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        have = set(event.executions.values_list("route_id", flat=True))
+        new = [
+            Execution(
+                event=event,
+                route=route,
+                idempotency_key=Execution.new_idempotency_key(),
+                created_at=now,
+                updated_at=now,
+                dispatched_at=now,
+            )
+            for route in Route.objects.matching(event.type)
+            if route.pk not in have
+        ]
+        Execution.objects.bulk_create(new, ignore_conflicts=True)
+        ids = list(
+            event.executions.filter(route_id__in=[e.route_id for e in new]).values_list(
+                "pk", flat=True
+            )
+        )
+        if ids and event.status != EventStatus.ACCEPTED:
+            Event.objects.filter(pk=event.pk).update(status=EventStatus.ACCEPTED)
+    dispatch.send(ids)
+    return ids
+
+
+def replay_events(queryset, *, actor, via, reason: str = "") -> int:
+    """Route events (typically `unrouted` ones) to routes added since; audited."""
+    created = 0
+    events = list(queryset)
+    for event in events:
+        created += len(route_event(event))
+    audit.record(
+        actor=actor,
+        via=via,
+        action="events.route",
+        target=_target([e.pk for e in events]),
+        reason=reason,
+        count=created,
+    )
+    return created
+
+
+def _name(actor) -> str:
+    return actor.get_username() if hasattr(actor, "get_username") else str(actor)
+
+
+def _target(ids) -> str:
+    ids = list(ids)
+    shown = ", ".join(str(i) for i in ids[:20])
+    return shown + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else "")

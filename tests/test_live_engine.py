@@ -1,0 +1,216 @@
+"""The engine with real processes: SIGKILLed workers, lost messages, several workers."""
+
+import json
+import signal
+import sys
+import time
+
+import pytest
+
+from tests.live import LiveRuntime, is_postgres
+from tests.sink import Sink
+
+pytestmark = pytest.mark.live
+
+ENGINE_ENV = {
+    "EXECUTION_LEASE_SECONDS": "3",
+    "REAPER_INTERVAL_SECONDS": "1",
+    "REDISPATCH_AFTER_SECONDS": "2",
+    "WORKER_STALE_SECONDS": "5",
+}
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """gunicorn only; the tests start their own workers."""
+    rt = LiveRuntime(tmp_path, with_worker=False)
+    rt.env.update(ENGINE_ENV)
+    rt.prepare().start()
+    yield rt
+    rt.close()
+
+
+def add_route(rt, event_type, connector, action, params, **fields):
+    code = (
+        "from connectors.models import Route; "
+        f"Route.objects.create(name={event_type.replace('.', '-')!r}, event_type={event_type!r}, "
+        f"connector={connector!r}, action={action!r}, params={json.loads(json.dumps(params))!r}, "
+        + ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        + ")"
+    )
+    rt.manage("shell", "-c", code)
+
+
+def start_workers(rt, n=1):
+    for _ in range(n):
+        rt.start_worker()
+
+
+def worker_names(rt):
+    return [name for name in rt.procs if name.startswith("worker")]
+
+
+def statuses(rt):
+    return dict(rt.query("SELECT status, COUNT(*) FROM events_execution GROUP BY status"))
+
+
+def test_a_worker_killed_mid_action_is_replaced_and_the_action_completes_once(runtime, sink):
+    add_route(runtime, "slow.job", "sink", "post", {"url": sink.url, "sleep": 2})
+    start_workers(runtime, 1)
+    assert runtime.post_event({"event_id": "slow-1", "type": "slow.job"}).status_code == 202
+    runtime.wait_for(
+        lambda: runtime.query("SELECT COUNT(*) FROM events_attempt")[0][0], timeout=15
+    )
+
+    runtime.stop(worker_names(runtime)[0], sig=signal.SIGKILL)
+    time.sleep(0.5)
+    assert statuses(runtime) == {"running": 1}  # nobody else has it while the lease lasts
+    start_workers(runtime, 1)
+
+    runtime.wait_for(lambda: statuses(runtime) == {"succeeded": 1}, timeout=30)
+    assert list(sink.keys().values()) == [1]
+    outcomes = runtime.query("SELECT number, outcome FROM events_attempt ORDER BY number")
+    assert outcomes == [(1, "lost"), (2, "succeeded")], outcomes
+
+
+def test_a_dropped_task_message_is_still_run_by_the_reaper(runtime, sink):
+    add_route(runtime, "plain.job", "sink", "post", {"url": sink.url})
+    assert runtime.post_event({"event_id": "dropped-1", "type": "plain.job"}).status_code == 202
+    runtime.query("DELETE FROM django_tasks_database_dbtaskresult")
+    assert runtime.query("SELECT COUNT(*) FROM django_tasks_database_dbtaskresult") == [(0,)]
+
+    start_workers(runtime, 1)
+
+    runtime.wait_for(lambda: statuses(runtime) == {"succeeded": 1}, timeout=30)
+    assert list(sink.keys().values()) == [1]
+
+
+def test_retries_follow_the_backoff_and_keep_the_idempotency_key(runtime, sink):
+    sink.script = [503, 503]
+    add_route(
+        runtime,
+        "flaky.job",
+        "sink",
+        "post",
+        {"url": sink.url},
+        backoff_base_seconds=0.5,
+        backoff_cap_seconds=1.0,
+    )
+    start_workers(runtime, 1)
+    runtime.post_event({"event_id": "flaky-1", "type": "flaky.job"})
+
+    runtime.wait_for(lambda: statuses(runtime) == {"succeeded": 1}, timeout=30)
+    assert [r["status"] for r in sink.requests] == [503, 503, 200]
+    assert len({r["key"] for r in sink.requests}) == 1
+    outcomes = runtime.query("SELECT outcome FROM events_attempt ORDER BY number")
+    assert [o for (o,) in outcomes] == ["retryable_error", "retryable_error", "succeeded"]
+
+
+def test_exhausted_attempts_end_failed_with_the_last_error(runtime, sink):
+    sink.script = [500] * 10
+    add_route(
+        runtime,
+        "doomed.job",
+        "sink",
+        "post",
+        {"url": sink.url},
+        max_attempts=3,
+        backoff_base_seconds=0.1,
+        backoff_cap_seconds=0.2,
+    )
+    start_workers(runtime, 1)
+    runtime.post_event({"event_id": "doomed-1", "type": "doomed.job"})
+
+    runtime.wait_for(lambda: statuses(runtime) == {"failed": 1}, timeout=30)
+    assert len(sink.requests) == 3
+    (last_error,) = runtime.query("SELECT last_error FROM events_execution")[0]
+    assert "sink answered 500" in last_error
+
+
+def test_sigterm_lets_the_current_action_finish_and_removes_the_heartbeat(runtime, sink):
+    add_route(runtime, "slow.job", "sink", "post", {"url": sink.url, "sleep": 1.5})
+    start_workers(runtime, 1)
+    runtime.wait_for(
+        lambda: len(runtime.operator("GET", "/admin/status").json()["workers"]) == 1, timeout=15
+    )
+    assert runtime.operator("GET", "/ready").json()["workers"]
+    runtime.post_event({"event_id": "slow-2", "type": "slow.job"})
+    runtime.wait_for(lambda: statuses(runtime).get("running") == 1, timeout=15)
+
+    runtime.stop(worker_names(runtime)[0], sig=signal.SIGTERM)
+
+    assert statuses(runtime) == {"succeeded": 1}
+    assert list(sink.keys().values()) == [1]
+    assert runtime.operator("GET", "/admin/status").json()["workers"] == []
+
+
+def test_several_workers_share_the_work_and_run_each_execution_once(runtime, sink):
+    n = 2000 if is_postgres() else 600
+    add_route(runtime, "bulk.job", "sink", "post", {"url": sink.url})
+    import concurrent.futures
+
+    import requests
+
+    def send(chunk):
+        with requests.Session() as session:
+            for i in chunk:
+                r = session.post(
+                    runtime.url + "/webhook",
+                    data=json.dumps({"event_id": f"bulk-{i}", "type": "bulk.job"}),
+                    headers={"X-API-Key": "demo-key", "Content-Type": "application/json"},
+                    timeout=30,
+                )
+                assert r.status_code == 202, r.text
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, [range(k, n, 8) for k in range(8)]))
+    start_workers(runtime, 4)
+
+    runtime.wait_for(lambda: statuses(runtime) == {"succeeded": n}, timeout=240, interval=1)
+    keys = sink.keys()
+    assert len(keys) == n
+    assert set(keys.values()) == {1}
+    workers_used = runtime.query("SELECT COUNT(DISTINCT worker) FROM events_attempt")[0][0]
+    assert workers_used >= 2, "the work was shared"
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytestmark = [pytestmark, pytest.mark.skip("process signals as on Linux")]
+
+
+def test_the_redis_engine_runs_executions_once_and_recovers_a_flushed_queue(tmp_path, sink):
+    import redis
+
+    url = "redis://127.0.0.1:6379/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    rt = LiveRuntime(tmp_path, with_worker=False)
+    rt.env.update(ENGINE_ENV, TASKS_ENGINE="rq", REDIS_URL=url)
+    try:
+        rt.prepare().start()
+        add_route(rt, "rq.job", "sink", "post", {"url": sink.url})
+        start_workers(rt, 2)
+        for i in range(20):
+            assert rt.post_event({"event_id": f"rq-{i}", "type": "rq.job"}).status_code == 202
+        rt.wait_for(lambda: statuses(rt) == {"succeeded": 20}, timeout=60)
+
+        # Messages lost in Redis: the reaper sends them again.
+        rt.stop(worker_names(rt)[0])
+        rt.stop(worker_names(rt)[0])
+        for i in range(20, 25):
+            rt.post_event({"event_id": f"rq-{i}", "type": "rq.job"})
+        client.flushdb()
+        start_workers(rt, 1)
+        rt.wait_for(lambda: statuses(rt) == {"succeeded": 25}, timeout=60)
+        assert len(sink.keys()) == 25
+        assert set(sink.keys().values()) == {1}
+    finally:
+        rt.close()
+        client.flushdb()
