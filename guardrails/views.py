@@ -9,33 +9,29 @@ from guardrails.killswitch import ReasonRequired, set_kill_switch
 from guardrails.models import RuntimeState, Via
 
 
-class CanViewStatus(permissions.BasePermission):
+class StaffWithAnyPermission(permissions.BasePermission):
+    """Active staff holding at least one of `perms`."""
+
+    perms: tuple[str, ...] = ()
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(
+            user
+            and user.is_active
+            and user.is_staff
+            and any(user.has_perm(perm) for perm in self.perms)
+        )
+
+
+class CanViewStatus(StaffWithAnyPermission):
     message = "You need permission to view the runtime status."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(
-            user
-            and user.is_active
-            and user.is_staff
-            and (
-                user.has_perm("guardrails.view_runtimestate")
-                or user.has_perm("guardrails.change_kill_switch")
-            )
-        )
+    perms = ("guardrails.view_runtimestate", "guardrails.change_kill_switch")
 
 
-class CanChangeKillSwitch(permissions.BasePermission):
+class CanChangeKillSwitch(StaffWithAnyPermission):
     message = "You need the kill switch permission."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(
-            user
-            and user.is_active
-            and user.is_staff
-            and user.has_perm("guardrails.change_kill_switch")
-        )
+    perms = ("guardrails.change_kill_switch",)
 
 
 def _state_json(state: RuntimeState) -> dict:
