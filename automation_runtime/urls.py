@@ -17,5 +17,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "automation_runtime.views.bad_request"
+handler403 = "automation_runtime.views.permission_denied"
 handler404 = "automation_runtime.views.not_found"
 handler500 = "automation_runtime.views.server_error"

@@ -3,6 +3,7 @@ import logging
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
+from django.views import defaults
 
 from automation_runtime.errors import error_response
 
@@ -59,7 +60,27 @@ def _live_workers() -> list[dict]:
         return []
 
 
+def _wants_html(request) -> bool:
+    # The admin's pages answer as pages; everything else speaks JSON.
+    return request.path.startswith("/admin/") and request.path not in JSON_ADMIN_PATHS
+
+
+JSON_ADMIN_PATHS = {"/admin/status", "/admin/kill_switch"}
+
+
+def bad_request(request, exception=None):
+    return error_response(400, "bad_request", "The request could not be understood.")
+
+
+def permission_denied(request, exception=None):
+    if _wants_html(request):
+        return defaults.permission_denied(request, exception)
+    return error_response(403, "permission_denied", "You may not do that.")
+
+
 def not_found(request, exception=None):
+    if _wants_html(request):
+        return defaults.page_not_found(request, exception)
     return error_response(404, "not_found", "No such endpoint.")
 
 

@@ -392,3 +392,22 @@ def test_unknown_paths_get_a_json_404(client):
 
     assert response.status_code == 404
     assert error_code(response) == "not_found"
+
+
+def test_an_unknown_host_header_gets_a_json_400(client, source):
+    response = post(client, ORDER, key=source.api_key, HTTP_HOST="evil.example.com")
+
+    assert response.status_code == 400
+    assert error_code(response) == "bad_request"
+    assert Event.objects.count() == 0
+
+
+def test_unknown_admin_pages_stay_html_for_people(client):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_superuser("r", "r@example.com", "pw"))
+
+    response = client.get("/admin/nope/nope/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
