@@ -217,3 +217,25 @@ if TASKS_ENGINE == "rq":
     }
     RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
     INSTALLED_APPS += ["django_rq"]
+
+# Connectors: where they may go and what they may call (see docs/connectors.md).
+# Host names (exact, or *.example.com) the http, slack and webhook_forward connectors may call.
+OUTBOUND_HOSTS = envlist("OUTBOUND_HOSTS", [])
+# Private, loopback and link-local targets are refused unless listed here (names or CIDRs).
+OUTBOUND_ALLOW_PRIVATE = envlist("OUTBOUND_ALLOW_PRIVATE", [])
+HTTP_CONNECT_TIMEOUT = float(os.environ.get("HTTP_CONNECT_TIMEOUT", "5"))
+HTTP_READ_TIMEOUT = float(os.environ.get("HTTP_READ_TIMEOUT", "30"))
+# Dotted paths of the functions the python connector may call.
+PYTHON_CALLABLES = envlist("PYTHON_CALLABLES", [])
+# Circuit breakers: this many failures in a row open one for the cool-down.
+CIRCUIT_FAILURE_THRESHOLD = envint("CIRCUIT_FAILURE_THRESHOLD", 5, minimum=1)
+CIRCUIT_COOLDOWN_SECONDS = envint("CIRCUIT_COOLDOWN_SECONDS", 30, minimum=1)
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "automation@localhost")

@@ -1,8 +1,15 @@
-"""The connector interface. A connector performs the side effects of a route's action."""
+"""The connector interface. A connector performs the side effects of a route's action.
+
+A connector is a class with a `name`, its `actions` (each with a JSON Schema for its
+parameters) and `execute(action, params, context)`. It tells failures apart by raising
+RetryableError (may pass later) or PermanentError (will not). See docs/connectors.md.
+"""
 
 import datetime
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import jsonschema
 
 
 class ConnectorError(Exception):
@@ -12,13 +19,18 @@ class ConnectorError(Exception):
 class RetryableError(ConnectorError):
     """The action may succeed if tried again later (timeouts, 5xx, 429)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    def __init__(self, message: str, *, retry_after: float | None = None, summary=None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.summary = summary or {}
 
 
 class PermanentError(ConnectorError):
     """Trying again will not help (bad parameters, 4xx other than 408/425/429)."""
+
+    def __init__(self, message: str, *, summary=None):
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class ExecutionContext:
     idempotency_key: str
     attempt: int
     deadline: datetime.datetime | None = None
+    received_at: str = ""
 
 
 @dataclass
@@ -42,19 +55,49 @@ class Result:
     summary: dict = field(default_factory=dict)
 
 
+def _schema_error_text(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(parameters)"
+    return f"{where}: {error.message}"
+
+
 class Connector:
     name: ClassVar[str]
-    actions: ClassVar[tuple[str, ...]]
+    description: ClassVar[str] = ""
+    # action name -> JSON Schema of its parameters
+    actions: ClassVar[dict[str, dict]]
 
-    def validate(self, action: str, params: dict) -> None:
-        """Raise ValueError if action or params are not acceptable."""
+    def validate(self, action: str, params) -> None:
+        """Raise ValueError naming the problem if action or params are not acceptable.
+
+        Called when a route is saved, and again at run time on the rendered parameters.
+        """
         if action not in self.actions:
             raise ValueError(
                 f"Connector {self.name!r} has no action {action!r}; "
-                f"choose one of {', '.join(self.actions)}."
+                f"choose one of {', '.join(sorted(self.actions))}."
             )
         if not isinstance(params, dict):
             raise ValueError("Parameters must be a JSON object.")
+        schema = self.actions[action]
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: e.path
+        )
+        if errors:
+            raise ValueError(_schema_error_text(errors[0]))
+        self.check(action, params)
+
+    def check(self, action: str, params: dict) -> None:
+        """Further checks of a connector's own; raise ValueError."""
+
+    def target(self, action: str, params: dict) -> str:
+        """What the action talks to (a host name), for its circuit breaker; "" for none."""
+        return ""
 
     def execute(self, action: str, params: dict, context: ExecutionContext) -> Result:
         raise NotImplementedError
+
+    def dry_run(self, action: str, params: dict, context: ExecutionContext) -> Result:
+        """Describe what execute would do, without doing it."""
+        return Result(
+            summary={"dry_run": True, "connector": self.name, "action": action, "params": params}
+        )

@@ -1,8 +1,24 @@
+"""The built-in connectors: log, http, webhook_forward, email, slack, python."""
+
+import base64
+import hashlib
+import hmac
+import json
 import logging
+import smtplib
+import time
 
-from connectors.base import Connector, ExecutionContext, Result
+from django.core import mail
+from django.utils.module_loading import import_string
 
-logger = logging.getLogger("connectors.log")
+from connectors import net
+from connectors.base import Connector, ExecutionContext, PermanentError, Result, RetryableError
+from guardrails import policy
+
+logger = logging.getLogger("connectors")
+
+_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
+_URL = {"type": "string", "minLength": 1}
 
 
 class LogConnector(Connector):
@@ -12,7 +28,14 @@ class LogConnector(Connector):
     """
 
     name = "log"
-    actions = ("record",)
+    description = "Record the event in the log and on the attempt."
+    actions = {
+        "record": {
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "additionalProperties": False,
+        }
+    }
 
     def execute(self, action: str, params: dict, context: ExecutionContext) -> Result:
         message = params.get("message", "")
@@ -33,3 +56,246 @@ class LogConnector(Connector):
                 "idempotency_key": context.idempotency_key,
             }
         )
+
+
+class _HttpTarget(Connector):
+    def target(self, action, params):
+        try:
+            return net.parse_target(params.get("url", ""))[1]
+        except PermanentError:
+            return ""
+
+    def check(self, action, params):
+        url = params.get("url", "")
+        if "{{" in url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ValueError("url: the host part cannot be a template placeholder.")
+        if "{{" not in url:
+            try:
+                net.parse_target(url)
+            except PermanentError as exc:
+                raise ValueError(f"url: {exc}") from None
+
+
+class HttpConnector(_HttpTarget):
+    """Calls an HTTP API. 2xx is success; 408, 425, 429, 5xx, timeouts and connection errors
+    are retried (Retry-After honoured); other 4xx fail at once."""
+
+    name = "http"
+    description = "Call an HTTP API with a JSON body; sends Idempotency-Key."
+    actions = {
+        method.lower(): {
+            "type": "object",
+            "properties": {"url": _URL, "headers": _HEADERS, "body": {}},
+            "required": ["url"],
+            "additionalProperties": False,
+        }
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    }
+
+    def _request_parts(self, action, params, context):
+        headers = {"Idempotency-Key": context.idempotency_key, **params.get("headers", {})}
+        body = None
+        if "body" in params and action != "get":
+            headers.setdefault("Content-Type", "application/json")
+            body = json.dumps(params["body"], ensure_ascii=False).encode()
+        return action.upper(), params["url"], headers, body
+
+    def execute(self, action, params, context):
+        method, url, headers, body = self._request_parts(action, params, context)
+        response = net.request(method, url, headers=headers, body=body)
+        return Result(summary={"request": {"method": method, "url": url}, **response.summary()})
+
+    def dry_run(self, action, params, context):
+        method, url, headers, _ = self._request_parts(action, params, context)
+        return Result(
+            summary={
+                "dry_run": True,
+                "would_send": {
+                    "method": method,
+                    "url": url,
+                    "headers": net.redact_headers(headers),
+                    "body": params.get("body"),
+                },
+            }
+        )
+
+
+def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` over `id.timestamp.body`, keyed by the whsec_ secret."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class WebhookForwardConnector(_HttpTarget):
+    """Forwards the event's body and chosen headers to a URL, signed the Standard Webhooks
+    way (webhook-id, webhook-timestamp, webhook-signature)."""
+
+    name = "webhook_forward"
+    description = "Forward the event, signed with a Standard Webhooks secret."
+    actions = {
+        "forward": {
+            "type": "object",
+            "properties": {
+                "url": _URL,
+                "secret": {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/=]+$"},
+                "headers": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["url", "secret"],
+            "additionalProperties": False,
+        }
+    }
+
+    def check(self, action, params):
+        super().check(action, params)
+        try:
+            base64.b64decode(params["secret"].removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raise ValueError(
+                "secret: not a valid whsec_ secret (base64 after the prefix)."
+            ) from None
+
+    def execute(self, action, params, context):
+        body = json.dumps(context.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        timestamp = int(time.time())
+        headers = {
+            name: context.headers[name.lower()]
+            for name in params.get("headers", [])
+            if name.lower() in context.headers and context.headers[name.lower()] != "[redacted]"
+        }
+        headers.update(
+            {
+                "Content-Type": "application/json",
+                "Idempotency-Key": context.idempotency_key,
+                "webhook-id": context.idempotency_key,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": standard_webhooks_signature(
+                    params["secret"], context.idempotency_key, timestamp, body
+                ),
+            }
+        )
+        response = net.request("POST", params["url"], headers=headers, body=body)
+        return Result(
+            summary={"request": {"method": "POST", "url": params["url"]}, **response.summary()}
+        )
+
+    def dry_run(self, action, params, context):
+        return Result(summary={"dry_run": True, "would_forward_to": params["url"]})
+
+
+class EmailConnector(Connector):
+    """Sends an email through Django's email backend; subject and body are templates."""
+
+    name = "email"
+    description = "Send an email (subject and body from templates)."
+    actions = {
+        "send": {
+            "type": "object",
+            "properties": {
+                "to": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "subject": {"type": "string", "minLength": 1},
+                "body": {"type": "string"},
+                "from": {"type": "string"},
+            },
+            "required": ["to", "subject", "body"],
+            "additionalProperties": False,
+        }
+    }
+
+    def execute(self, action, params, context):
+        message = mail.EmailMessage(
+            subject=params["subject"].replace("\n", " "),
+            body=params["body"],
+            from_email=params.get("from") or None,
+            to=params["to"],
+            headers={"X-Idempotency-Key": context.idempotency_key},
+        )
+        try:
+            sent = message.send()
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
+            raise PermanentError(f"refused by the mail server: {exc}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise RetryableError(f"mail server unavailable: {exc}") from None
+        return Result(summary={"sent": sent, "to": params["to"], "subject": params["subject"]})
+
+    def dry_run(self, action, params, context):
+        return Result(
+            summary={"dry_run": True, "would_email": params["to"], "subject": params["subject"]}
+        )
+
+
+class SlackConnector(_HttpTarget):
+    """Posts a templated message to a Slack incoming-webhook URL."""
+
+    name = "slack"
+    description = "Post a message to a Slack incoming webhook."
+    actions = {
+        "post": {
+            "type": "object",
+            "properties": {"url": _URL, "text": {"type": "string", "minLength": 1}},
+            "required": ["url", "text"],
+            "additionalProperties": False,
+        }
+    }
+
+    def execute(self, action, params, context):
+        body = json.dumps({"text": params["text"]}, ensure_ascii=False).encode()
+        response = net.request(
+            "POST", params["url"], headers={"Content-Type": "application/json"}, body=body
+        )
+        return Result(summary={"posted": True, **response.summary()})
+
+    def dry_run(self, action, params, context):
+        return Result(summary={"dry_run": True, "would_post": params["text"]})
+
+
+class PythonConnector(Connector):
+    """Calls a Python function named by dotted path, only from PYTHON_CALLABLES.
+
+    The function is called as `fn(event=..., params=..., context=...)` and may return a
+    JSON-serialisable value (recorded) or raise RetryableError / PermanentError.
+    """
+
+    name = "python"
+    description = "Call an allowed Python function."
+    actions = {
+        "call": {
+            "type": "object",
+            "properties": {
+                "callable": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*$"},
+                "params": {"type": "object"},
+            },
+            "required": ["callable"],
+            "additionalProperties": False,
+        }
+    }
+
+    def check(self, action, params):
+        decision = policy.python_callable_decision(params["callable"])
+        if not decision.allowed:
+            raise ValueError(f"callable: {decision.reason}")
+
+    def execute(self, action, params, context):
+        decision = policy.python_callable_decision(params["callable"])
+        if not decision.allowed:
+            raise PermanentError(decision.reason)
+        try:
+            fn = import_string(params["callable"])
+        except ImportError as exc:
+            raise PermanentError(f"cannot import {params['callable']!r}: {exc}") from None
+        value = fn(event=context.payload, params=params.get("params", {}), context=context)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)[:2000]
+        return Result(summary={"returned": value})
+
+
+BUILTINS = (
+    LogConnector,
+    HttpConnector,
+    WebhookForwardConnector,
+    EmailConnector,
+    SlackConnector,
+    PythonConnector,
+)

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from connectors import registry
+from connectors import registry, templating
 
 
 class RouteQuerySet(models.QuerySet):
@@ -79,5 +79,46 @@ class Route(models.Model):
             raise ValidationError({"connector": str(exc)}) from None
         try:
             connector.validate(self.action, self.params)
+            templating.check_syntax(self.params)
         except ValueError as exc:
             raise ValidationError({"action": str(exc)}) from None
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed"
+    """Calls go through."""
+    OPEN = "open"
+    """Too many failures in a row: calls wait until the cool-down ends."""
+    HALF_OPEN = "half_open"
+    """The cool-down ended: one probe call is let through to test the target."""
+
+
+class CircuitBreaker(models.Model):
+    """One per connector and target host. Executions that meet an open circuit are deferred
+    without spending an attempt."""
+
+    connector = models.CharField(max_length=64)
+    target = models.CharField(max_length=255)
+    state = models.CharField(
+        max_length=max(len(v) for v in CircuitState.values),
+        choices=CircuitState.choices,
+        default=CircuitState.CLOSED,
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an open circuit lets a probe through."
+    )
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector", "target"], name="connectors_circuit_uniq"
+            ),
+        ]
+        ordering = ["connector", "target"]
+
+    def __str__(self):
+        return f"{self.connector} → {self.target}: {self.state}"

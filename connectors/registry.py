@@ -11,9 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from connectors.base import Connector
-from connectors.builtins import LogConnector
-
-BUILTINS: tuple[type[Connector], ...] = (LogConnector,)
+from connectors.builtins import BUILTINS
 
 
 class UnknownConnector(LookupError):

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from connectors import registry
+from connectors import circuits, registry, templating
 from connectors.base import ExecutionContext, PermanentError, RetryableError
 from events import dispatch
 from events.models import (
@@ -162,9 +162,29 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
             )
             return new_status
 
+        event, route = execution.event, execution.route
+        try:
+            connector = registry.get(route.connector)
+            target = connector.target(route.action, route.params)
+        except registry.UnknownConnector:
+            connector, target = None, ""
+        gate = circuits.before_call(route.connector, target)
+        if not gate.allowed:
+            # An open circuit defers the execution without spending an attempt.
+            _finish(
+                execution,
+                ExecutionStatus.RETRYING,
+                status_reason=gate.reason,
+                attempts=F("attempts") - 1,
+                total_attempts=F("total_attempts") - 1,
+                next_attempt_at=gate.retry_at,
+                dispatched_at=gate.retry_at,
+            )
+            dispatch.send_on_commit([execution.pk], run_after=gate.retry_at)
+            return "deferred"
+
         number = execution.total_attempts
         attempt = Attempt.objects.create(execution=execution, number=number, worker=owner)
-    event, route = execution.event, execution.route
     context = ExecutionContext(
         event_id=event.event_id,
         event_type=event.type,
@@ -174,6 +194,7 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
         idempotency_key=execution.idempotency_key,
         attempt=number,
         deadline=execution.lease_expires_at,
+        received_at=event.received_at.isoformat(),
     )
     started = time.monotonic()
     keeper = _LeaseKeeper(execution)
@@ -186,15 +207,22 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
         None,
     )
     try:
-        connector = registry.get(route.connector)
-        result = connector.execute(route.action, route.params, context)
+        if connector is None:
+            raise registry.UnknownConnector(f"Unknown connector {route.connector!r}.")
+        params = templating.render(route.params, context)
+        try:
+            connector.validate(route.action, params)
+        except ValueError as exc:
+            raise PermanentError(f"parameters after templating: {exc}") from None
+        result = connector.execute(route.action, params, context)
         summary = result.summary or {}
     except RetryableError as exc:
         outcome, retry_after = AttemptOutcome.RETRYABLE_ERROR, exc.retry_after
-        error_class, error_text = type(exc).__name__, _error_text(exc)
+        error_class, error_text, summary = type(exc).__name__, _error_text(exc), exc.summary
     except (PermanentError, registry.UnknownConnector) as exc:
         outcome = AttemptOutcome.PERMANENT_ERROR
         error_class, error_text = type(exc).__name__, _error_text(exc)
+        summary = getattr(exc, "summary", {})
     except Exception as exc:
         # An unexpected exception is a bug in the connector or a failure it did not
         # classify: record the traceback and treat it as permanent.
@@ -225,6 +253,10 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
 
     with transaction.atomic():
         _record_attempt(attempt, started, outcome, error_class, error_text, summary)
+        if outcome == AttemptOutcome.SUCCEEDED:
+            circuits.record_success(route.connector, target)
+        elif outcome == AttemptOutcome.RETRYABLE_ERROR:
+            circuits.record_failure(route.connector, target, error_text)
         return _settle(execution, outcome, error_text, retry_after)
 
 

@@ -9,6 +9,7 @@ _VIEW = (
     "events.view_attempt",
     "events.view_workerheartbeat",
     "connectors.view_route",
+    "connectors.view_circuitbreaker",
     "guardrails.view_runtimestate",
     "guardrails.view_operatoraction",
 )

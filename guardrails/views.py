@@ -4,6 +4,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from automation_runtime.errors import error_response
+from connectors import circuits
 from events.stats import counts_by_status, workers_summary
 from guardrails.killswitch import ReasonRequired, set_kill_switch
 from guardrails.models import RuntimeState, Via
@@ -56,6 +57,7 @@ def status(request):
             "processed": counts["executions"]["succeeded"],
             **counts,
             "workers": workers_summary(),
+            "circuits": circuits.summary(),
         }
     )
 

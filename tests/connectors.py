@@ -14,7 +14,7 @@ class ScriptedConnector(Connector):
     `sleep` seconds before answering."""
 
     name = "scripted"
-    actions = ("run",)
+    actions = {"run": {"type": "object"}}
 
     def execute(self, action, params, context):
         time.sleep(float(params.get("sleep", 0)))
@@ -35,7 +35,7 @@ class SinkConnector(Connector):
     """POSTs the event to params["url"] with the execution's Idempotency-Key."""
 
     name = "sink"
-    actions = ("post",)
+    actions = {"post": {"type": "object", "required": ["url"]}}
 
     def execute(self, action, params, context):
         time.sleep(float(params.get("sleep", 0)))

@@ -8,39 +8,58 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Sink:
-    """Records each request's Idempotency-Key and body; answers from a script of statuses."""
+    """Records each request; answers from `script`, a list of statuses or of dicts
+    {"status": 503, "delay": 2.0, "headers": {"Retry-After": "1"}}, in turn; then 200."""
 
     def __init__(self):
         self.requests: list[dict] = []
-        self.script: list[int] = []  # statuses to answer, in turn; then 200
+        self.script: list = []
         self.lock = threading.Lock()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
+            def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with sink.lock:
-                    status = sink.script.pop(0) if sink.script else 200
+                    step = sink.script.pop(0) if sink.script else 200
+                    step = step if isinstance(step, dict) else {"status": step}
+                    try:
+                        parsed = json.loads(body) if body else None
+                    except ValueError:
+                        parsed = body.decode(errors="replace")
                     sink.requests.append(
                         {
+                            "method": self.command,
+                            "path": self.path,
                             "key": self.headers.get("Idempotency-Key"),
-                            "body": json.loads(body or b"{}"),
-                            "status": status,
+                            "headers": dict(self.headers),
+                            "raw": body,
+                            "body": parsed,
+                            "status": step["status"],
                             "at": time.monotonic(),
                         }
                     )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                time.sleep(step.get("delay", 0))
+                try:
+                    self.send_response(step["status"])
+                    for name, value in step.get("headers", {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(json.dumps(step.get("body", {"ok": True})).encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
