@@ -30,6 +30,7 @@ class RouteForm(forms.ModelForm):
             "action",
             "params",
             "enabled",
+            "dry_run",
             "max_attempts",
             "backoff_base_seconds",
             "backoff_cap_seconds",
@@ -48,8 +49,16 @@ class RouteForm(forms.ModelForm):
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
     form = RouteForm
-    list_display = ("name", "event_type", "connector", "action", "enabled", "max_attempts")
-    list_filter = ("enabled", "connector")
+    list_display = (
+        "name",
+        "event_type",
+        "connector",
+        "action",
+        "enabled",
+        "dry_run",
+        "max_attempts",
+    )
+    list_filter = ("enabled", "dry_run", "connector")
     search_fields = ("name", "event_type")
 
 

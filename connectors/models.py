@@ -29,6 +29,9 @@ class Route(models.Model):
     action = models.CharField(max_length=64)
     params = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
+    dry_run = models.BooleanField(
+        default=False, help_text="Describe what the action would do instead of doing it."
+    )
     max_attempts = models.PositiveSmallIntegerField(default=8, validators=[MinValueValidator(1)])
     backoff_base_seconds = models.FloatField(
         default=2.0,

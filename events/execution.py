@@ -142,15 +142,29 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
         if not claim(execution_id, owner=owner):
             logger.debug("execution %s not claimable now", execution_id)
             return "skipped"
-        execution = Execution.objects.select_related("event", "route").get(pk=execution_id)
+        execution = Execution.objects.select_related("event__source", "route").get(pk=execution_id)
 
         # The first check before every side effect, read fresh from the database.
         decision = policy.decide_execution(execution=execution)
+        if decision.verdict is policy.Verdict.DEFER:
+            # A rate limit: wait for the window without spending an attempt.
+            _finish(
+                execution,
+                ExecutionStatus.RETRYING,
+                status_reason=decision.reason,
+                attempts=F("attempts") - 1,
+                total_attempts=F("total_attempts") - 1,
+                next_attempt_at=decision.until,
+                dispatched_at=decision.until,
+            )
+            dispatch.send_on_commit([execution.pk], run_after=decision.until)
+            return "deferred"
         if not decision.allowed:
-            new_status = {
-                policy.Verdict.HOLD: ExecutionStatus.HELD,
-                policy.Verdict.BLOCK: ExecutionStatus.BLOCKED,
-            }.get(decision.verdict, ExecutionStatus.QUEUED)
+            new_status = (
+                ExecutionStatus.BLOCKED
+                if decision.verdict is policy.Verdict.BLOCK
+                else ExecutionStatus.HELD
+            )
             # Claimed but not attempted: give the attempt back.
             _finish(
                 execution,
@@ -214,7 +228,11 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
             connector.validate(route.action, params)
         except ValueError as exc:
             raise PermanentError(f"parameters after templating: {exc}") from None
-        result = connector.execute(route.action, params, context)
+        if decision.dry_run:
+            result = connector.dry_run(route.action, params, context)
+            outcome = AttemptOutcome.DRY_RUN
+        else:
+            result = connector.execute(route.action, params, context)
         summary = result.summary or {}
     except RetryableError as exc:
         outcome, retry_after = AttemptOutcome.RETRYABLE_ERROR, exc.retry_after
@@ -275,6 +293,9 @@ def _settle(execution: Execution, outcome: str, error_text: str, retry_after) ->
     """Move a finished attempt's execution to its next state."""
     if outcome == AttemptOutcome.SUCCEEDED:
         new_status, fields = ExecutionStatus.SUCCEEDED, {"last_error": ""}
+    elif outcome == AttemptOutcome.DRY_RUN:
+        new_status = ExecutionStatus.DRY_RUN
+        fields = {"last_error": "", "status_reason": "dry run: nothing was done"}
     elif (
         outcome == AttemptOutcome.RETRYABLE_ERROR
         and execution.attempts < execution.route.max_attempts

@@ -151,6 +151,8 @@ class ExecutionStatus(models.TextChoices):
     """A guardrail refused it; the reason is recorded."""
     CANCELLED = "cancelled"
     """An operator cancelled it."""
+    DRY_RUN = "dry_run"
+    """Ran in dry-run mode: the connector described what it would do; nothing was done."""
 
 
 PENDING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING]
@@ -159,6 +161,7 @@ FINISHED_STATUSES = [
     ExecutionStatus.SUCCEEDED,
     ExecutionStatus.FAILED,
     ExecutionStatus.CANCELLED,
+    ExecutionStatus.DRY_RUN,
 ]
 
 
@@ -257,6 +260,8 @@ class AttemptOutcome(models.TextChoices):
     """The action failed in a way that may pass on another try."""
     PERMANENT_ERROR = "permanent_error"
     """The action failed and another try will not help."""
+    DRY_RUN = "dry_run"
+    """Dry run: the connector described what it would do."""
     LOST = "lost"
     """The worker vanished mid-action (its lease expired); the action may or may not have run."""
     ABANDONED = "abandoned"
@@ -287,6 +292,10 @@ class Attempt(models.Model):
             models.UniqueConstraint(
                 fields=["execution", "number"], name="events_attempt_execution_number_uniq"
             ),
+        ]
+        indexes = [
+            # Rate limits count recent starts.
+            models.Index(fields=["started_at"], name="events_attempt_started_idx"),
         ]
 
     def __str__(self):

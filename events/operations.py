@@ -15,6 +15,7 @@ CHUNK = 1000
 
 REPLAYABLE = [
     ExecutionStatus.FAILED,
+    ExecutionStatus.DRY_RUN,
     ExecutionStatus.CANCELLED,
     ExecutionStatus.BLOCKED,
     ExecutionStatus.HELD,

@@ -27,3 +27,17 @@ def workers_summary() -> list[dict]:
         }
         for w in live_workers()
     ]
+
+
+def starts_since(*, since, limit: int, route_id=None, connector=None) -> list:
+    """Start times of attempts since `since` (oldest first, at most the `limit` newest)
+    for one route or one connector: what rate limits count."""
+    from events.models import Attempt
+
+    attempts = Attempt.objects.filter(started_at__gte=since)
+    if route_id is not None:
+        attempts = attempts.filter(execution__route_id=route_id)
+    if connector is not None:
+        attempts = attempts.filter(execution__route__connector=connector)
+    newest = list(attempts.order_by("-started_at").values_list("started_at", flat=True)[:limit])
+    return sorted(newest)

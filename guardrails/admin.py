@@ -1,10 +1,20 @@
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from guardrails.killswitch import set_kill_switch
-from guardrails.models import Mode, OperatorAction, OperatorToken, RuntimeState, Via
+from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
+from guardrails.models import (
+    AllowedEventType,
+    KillSwitch,
+    Mode,
+    OperatorAction,
+    OperatorToken,
+    RateLimit,
+    RuntimeState,
+    Via,
+)
 
 
 class KillSwitchForm(forms.ModelForm):
@@ -99,3 +109,103 @@ class OperatorTokenAdmin(admin.ModelAdmin):
             f"New operator token: {token} — copy it now, it is not shown again.",
             messages.WARNING,
         )
+
+
+class ScopedKillSwitchForm(forms.ModelForm):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required: why. Kept in the audit log.",
+    )
+
+    class Meta:
+        model = KillSwitch
+        fields = ("scope", "name", "engaged")
+
+
+@admin.register(KillSwitch)
+class KillSwitchAdmin(admin.ModelAdmin):
+    """Kill switches of one source, route or connector. Changes need a reason and a
+    confirmation, and go through the same function as the CLI and API."""
+
+    form = ScopedKillSwitchForm
+    list_display = ("scope", "name", "engaged", "changed_by", "changed_at", "reason")
+    list_filter = ("scope", "engaged")
+    search_fields = ("name", "reason")
+    actions = ["engage", "release"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("scope", "name", "changed_by", "changed_at") if obj else ()
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("guardrails.change_kill_switch")
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("guardrails.change_kill_switch")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        switch, _ = set_scoped_kill_switch(
+            scope=obj.scope,
+            name=obj.name,
+            engaged=form.cleaned_data["engaged"],
+            actor=request.user,
+            reason=form.cleaned_data["reason"],
+            via=Via.ADMIN,
+        )
+        obj.pk = switch.pk
+
+    def _confirm(self, request, queryset, *, engaged: bool, action: str):
+        if not self.has_change_permission(request):
+            self.message_user(request, "You need the kill switch permission.", messages.ERROR)
+            return None
+        reason = request.POST.get("reason", "").strip()
+        if request.POST.get("confirm") == "yes" and reason:
+            changed = 0
+            for switch in queryset:
+                changed += set_scoped_kill_switch(
+                    scope=switch.scope,
+                    name=switch.name,
+                    engaged=engaged,
+                    actor=request.user,
+                    reason=reason,
+                    via=Via.ADMIN,
+                )[1]
+            self.message_user(request, f"{changed} kill switch(es) changed.", messages.SUCCESS)
+            return None
+        return TemplateResponse(
+            request,
+            "admin/guardrails/confirm_kill_switch.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Confirm the kill switch change",
+                "switches": queryset,
+                "verb": "engage" if engaged else "release",
+                "action": action,
+                "error": "A reason is required." if request.POST.get("confirm") == "yes" else "",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Engage the selected kill switches")
+    def engage(self, request, queryset):
+        return self._confirm(request, queryset, engaged=True, action="engage")
+
+    @admin.action(description="Release the selected kill switches")
+    def release(self, request, queryset):
+        return self._confirm(request, queryset, engaged=False, action="release")
+
+
+@admin.register(AllowedEventType)
+class AllowedEventTypeAdmin(admin.ModelAdmin):
+    list_display = ("source", "pattern")
+    list_filter = ("source",)
+    search_fields = ("source", "pattern")
+
+
+@admin.register(RateLimit)
+class RateLimitAdmin(admin.ModelAdmin):
+    list_display = ("scope", "name", "limit", "window_seconds", "runaway_per_hour")
+    list_filter = ("scope",)

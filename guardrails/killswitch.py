@@ -2,7 +2,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from guardrails import audit
-from guardrails.models import Mode, RuntimeState, Via
+from guardrails.models import KillSwitch, Mode, RuntimeState, Scope, Via
 
 
 class ReasonRequired(ValueError):
@@ -43,3 +43,36 @@ def set_kill_switch(
             mode=target_mode,
         )
     return state, True
+
+
+def set_scoped_kill_switch(
+    *, scope: str, name: str, engaged: bool, actor, reason: str, via: Via | str
+) -> tuple[KillSwitch, bool]:
+    """Engage or release the kill switch of one source, route or connector; audited.
+
+    Returns (switch, changed). A reason is required either way.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("A reason is required to change a kill switch.")
+    if scope not in Scope.values:
+        raise ValueError(f"scope must be one of {', '.join(Scope.values)}")
+    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    with transaction.atomic():
+        switch, _ = KillSwitch.objects.get_or_create(scope=scope, name=name)
+        switch = KillSwitch.objects.select_for_update().get(pk=switch.pk)
+        if switch.engaged == engaged:
+            return switch, False
+        switch.engaged = engaged
+        switch.reason = reason
+        switch.changed_by = actor_name
+        switch.changed_at = timezone.now()
+        switch.save()
+        audit.record(
+            actor=actor_name,
+            via=via,
+            action="kill_switch.engage" if engaged else "kill_switch.release",
+            target=f"{scope}:{name}",
+            reason=reason,
+        )
+    return switch, True

@@ -64,6 +64,8 @@ class Via(models.TextChoices):
     """The JSON operator API."""
     CLI = "cli"
     """A manage.py command."""
+    SYSTEM = "system"
+    """The runtime itself (the runaway breaker)."""
 
 
 class OperatorActionQuerySet(models.QuerySet):
@@ -137,3 +139,96 @@ class OperatorToken(models.Model):
             user=user, name=name, token_hash=hash_token(token), prefix=token[:8]
         )
         return row, token
+
+
+class Scope(models.TextChoices):
+    SOURCE = "source"
+    """Events from one source."""
+    ROUTE = "route"
+    """Executions of one route."""
+    CONNECTOR = "connector"
+    """Executions of every route that uses one connector."""
+
+
+class KillSwitch(models.Model):
+    """A kill switch for one source, route or connector (the global one is RuntimeState).
+
+    A source's switch holds its new events at ingest; a route's or connector's holds its
+    executions at claim time. Held executions wait for an operator's release.
+    """
+
+    scope = models.CharField(max_length=max(len(v) for v in Scope.values), choices=Scope.choices)
+    name = models.CharField(max_length=100, help_text="The source, route or connector name.")
+    engaged = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["scope", "name"]
+        verbose_name = "scoped kill switch"
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "name"], name="guardrails_killswitch_uniq"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["scope", "name"],
+                name="guardrails_killswitch_on_idx",
+                condition=models.Q(engaged=True),
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.scope} {self.name}: {'engaged' if self.engaged else 'released'}"
+
+
+class AllowedEventType(models.Model):
+    """Event types a source may send. Once a source has any, other types are blocked:
+    stored as `blocked` with the reason, and run after they are allowed and replayed."""
+
+    source = models.CharField(max_length=100, help_text="The source name.")
+    pattern = models.CharField(max_length=255, help_text="An event type, or a pattern with *.")
+
+    class Meta:
+        ordering = ["source", "pattern"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "pattern"], name="guardrails_allowedtype_uniq"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.source}: {self.pattern}"
+
+
+class RateLimit(models.Model):
+    """At most `limit` executions of a route (or of a connector) start per window; the
+    ones over it are deferred, without spending an attempt. Over `runaway_per_hour` in an
+    hour, the route's own kill switch trips (two systems triggering each other)."""
+
+    scope = models.CharField(
+        max_length=max(len(v) for v in Scope.values),
+        choices=[(Scope.ROUTE, "route"), (Scope.CONNECTOR, "connector")],
+    )
+    name = models.CharField(max_length=100, help_text="The route or connector name.")
+    limit = models.PositiveIntegerField(help_text="Executions that may start per window.")
+    window_seconds = models.PositiveIntegerField(default=60)
+    runaway_per_hour = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Hard budget: more starts than this in an hour trips the kill switch of the "
+        "route (routes only).",
+    )
+
+    class Meta:
+        ordering = ["scope", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "name"], name="guardrails_ratelimit_uniq"),
+            models.CheckConstraint(
+                condition=models.Q(limit__gte=1, window_seconds__gte=1),
+                name="guardrails_ratelimit_positive",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.scope} {self.name}: {self.limit} per {self.window_seconds}s"

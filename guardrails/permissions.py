@@ -12,6 +12,9 @@ _VIEW = (
     "connectors.view_circuitbreaker",
     "guardrails.view_runtimestate",
     "guardrails.view_operatoraction",
+    "guardrails.view_killswitch",
+    "guardrails.view_allowedeventtype",
+    "guardrails.view_ratelimit",
 )
 
 GROUPS = {

@@ -5,10 +5,15 @@ before a connector is called). Later rules (scoped kill switches, allowlists, ra
 join these functions; callers do not change.
 """
 
+import datetime
 import enum
+import fnmatch
 from dataclasses import dataclass
 
-from guardrails.models import RuntimeState
+from django.db.models import Q
+from django.utils import timezone
+
+from guardrails.models import AllowedEventType, KillSwitch, Mode, RateLimit, RuntimeState, Scope
 
 
 class Verdict(enum.StrEnum):
@@ -22,6 +27,8 @@ class Verdict(enum.StrEnum):
 class Decision:
     verdict: Verdict
     reason: str = ""
+    until: datetime.datetime | None = None  # for DEFER: not before this time
+    dry_run: bool = False  # for ALLOW: describe instead of act
 
     @property
     def allowed(self) -> bool:
@@ -38,18 +45,124 @@ def _kill_switch_decision(state: RuntimeState) -> Decision | None:
     return None
 
 
+def _scoped_switch(pairs: list[tuple[str, str]]) -> Decision | None:
+    """The first engaged kill switch among (scope, name) pairs, as a HOLD."""
+    condition = Q()
+    for scope, name in pairs:
+        condition |= Q(scope=scope, name=name)
+    switch = KillSwitch.objects.filter(condition, engaged=True).order_by("scope").first()
+    if switch is None:
+        return None
+    why = f": {switch.reason}" if switch.reason else ""
+    return Decision(Verdict.HOLD, f"kill switch for {switch.scope} {switch.name!r} engaged{why}")
+
+
+def _type_matches(pattern: str, event_type: str) -> bool:
+    if "*" not in pattern:
+        return pattern == event_type
+    return fnmatch.fnmatchcase(event_type, pattern.replace("[", "[[]").replace("?", "[?]"))
+
+
 def decide_ingest(*, source, event_type: str) -> Decision:
-    """What ingestion does with a new event of this source and type."""
-    return _kill_switch_decision(RuntimeState.current()) or ALLOW
+    """What ingestion does with a new event of this source and type.
+
+    HOLD while the global or the source's kill switch is engaged; BLOCK a type the
+    source's allowlist does not list (once it lists any).
+    """
+    decision = _kill_switch_decision(RuntimeState.current()) or _scoped_switch(
+        [(Scope.SOURCE, source.name)]
+    )
+    if decision:
+        return decision
+    patterns = list(
+        AllowedEventType.objects.filter(source=source.name).values_list("pattern", flat=True)
+    )
+    if patterns and not any(_type_matches(p, event_type) for p in patterns):
+        return Decision(
+            Verdict.BLOCK,
+            f"event type {event_type!r} is not on the allowlist of source {source.name!r}",
+        )
+    return ALLOW
 
 
 def decide_execution(*, execution) -> Decision:
     """Whether the worker may call the connector for this execution now.
 
-    Reads the runtime state afresh from the database: the kill switch is the first
-    check before every side effect and takes effect from the next claim on.
+    Called inside the claim's transaction, right before the attempt starts. Reads the
+    state afresh from the database: kill switches (global, source, route, connector) hold;
+    a rate limit defers; a route over its hard hourly budget trips its own kill switch;
+    dry run (global or per route) allows with dry_run=True.
     """
-    return _kill_switch_decision(RuntimeState.current()) or ALLOW
+    state = RuntimeState.current()
+    route = execution.route
+    source_name = execution.event.source.name
+    decision = _kill_switch_decision(state) or _scoped_switch(
+        [
+            (Scope.SOURCE, source_name),
+            (Scope.ROUTE, route.name),
+            (Scope.CONNECTOR, route.connector),
+        ]
+    )
+    if decision:
+        return decision
+    decision = _rate_limit_decision(route)
+    if decision:
+        return decision
+    if state.mode == Mode.DRY_RUN or route.dry_run:
+        return Decision(Verdict.ALLOW, "dry run", dry_run=True)
+    return ALLOW
+
+
+def _rate_limit_decision(route) -> Decision | None:
+    from events.stats import starts_since
+
+    limits = list(
+        RateLimit.objects.select_for_update()
+        .filter(
+            Q(scope=Scope.ROUTE, name=route.name) | Q(scope=Scope.CONNECTOR, name=route.connector)
+        )
+        .order_by("pk")
+    )
+    now = timezone.now()
+    for limit in limits:
+        by = (
+            {"route_id": route.pk}
+            if limit.scope == Scope.ROUTE
+            else {"connector": route.connector}
+        )
+        if limit.scope == Scope.ROUTE and limit.runaway_per_hour:
+            hour_ago = now - datetime.timedelta(hours=1)
+            if (
+                len(starts_since(since=hour_ago, limit=limit.runaway_per_hour, **by))
+                >= limit.runaway_per_hour
+            ):
+                reason = (
+                    f"runaway breaker: route {route.name!r} started "
+                    f"{limit.runaway_per_hour} or more executions in an hour"
+                )
+                from guardrails.killswitch import set_scoped_kill_switch
+
+                set_scoped_kill_switch(
+                    scope=Scope.ROUTE,
+                    name=route.name,
+                    engaged=True,
+                    actor="runaway-breaker",
+                    reason=reason,
+                    via="system",
+                )
+                return Decision(Verdict.HOLD, reason)
+        window_start = now - datetime.timedelta(seconds=limit.window_seconds)
+        started = starts_since(since=window_start, limit=limit.limit, **by)
+        if len(started) >= limit.limit:
+            # The window frees up when the oldest start in it leaves it.
+            until = started[0] + datetime.timedelta(seconds=limit.window_seconds)
+            return Decision(
+                Verdict.DEFER,
+                f"rate limit of {limit.scope} {limit.name!r}: "
+                f"{limit.limit} per {limit.window_seconds}s",
+                until=until,
+            )
+    return None
 
 
 def _host_matches(host: str, pattern: str) -> bool:

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from automation_runtime.errors import error_response
 from connectors import circuits
 from events.stats import counts_by_status, workers_summary
-from guardrails.killswitch import ReasonRequired, set_kill_switch
-from guardrails.models import RuntimeState, Via
+from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
+from guardrails.models import KillSwitch, RuntimeState, Via
 
 
 class StaffWithAnyPermission(permissions.BasePermission):
@@ -58,6 +58,10 @@ def status(request):
             **counts,
             "workers": workers_summary(),
             "circuits": circuits.summary(),
+            "scoped_kill_switches": [
+                {"scope": k.scope, "name": k.name, "reason": k.reason, "changed_by": k.changed_by}
+                for k in KillSwitch.objects.filter(engaged=True)
+            ],
         }
     )
 
@@ -65,6 +69,16 @@ def status(request):
 class KillSwitchParams(serializers.Serializer):
     enabled = serializers.BooleanField()
     reason = serializers.CharField(max_length=1000, trim_whitespace=True)
+    source = serializers.CharField(max_length=100, required=False)
+    route = serializers.CharField(max_length=100, required=False)
+    connector = serializers.CharField(max_length=100, required=False)
+
+    def validate(self, attrs):
+        if sum(1 for key in ("source", "route", "connector") if attrs.get(key)) > 1:
+            raise serializers.ValidationError(
+                {"scope": "Name at most one of source, route, connector."}
+            )
+        return attrs
 
 
 @api_view(["POST"])
@@ -83,12 +97,31 @@ def kill_switch(request):
     if not params.is_valid():
         field, problems = next(iter(params.errors.items()))
         return error_response(400, f"invalid_{field}", f"{field}: {' '.join(map(str, problems))}")
+    data = params.validated_data
+    scope = next((key for key in ("source", "route", "connector") if data.get(key)), None)
     try:
+        if scope:
+            switch, changed = set_scoped_kill_switch(
+                scope=scope,
+                name=data[scope],
+                engaged=data["enabled"],
+                actor=request.user,
+                reason=data["reason"],
+                via=Via.API,
+            )
+            return Response(
+                {
+                    "scope": scope,
+                    "name": switch.name,
+                    "engaged": switch.engaged,
+                    "changed": changed,
+                    "reason": switch.reason,
+                    "changed_by": switch.changed_by,
+                    "changed_at": switch.changed_at.isoformat(),
+                }
+            )
         state, changed = set_kill_switch(
-            engaged=params.validated_data["enabled"],
-            actor=request.user,
-            reason=params.validated_data["reason"],
-            via=Via.API,
+            engaged=data["enabled"], actor=request.user, reason=data["reason"], via=Via.API
         )
     except ReasonRequired as exc:
         return error_response(400, "invalid_reason", str(exc))

@@ -1,31 +1,62 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from guardrails.killswitch import ReasonRequired, set_kill_switch
-from guardrails.models import RuntimeState, Via
+from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
+from guardrails.models import KillSwitch, RuntimeState, Scope, Via
 
 
 class Command(BaseCommand):
-    help = "Engage (on) or release (off) the kill switch, or show it (status). Audited."
+    help = (
+        "Engage (on) or release (off) the global kill switch, or the one of a source, route or "
+        "connector; or show them all (status). Audited."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("state", choices=["on", "off", "status"])
+        target = parser.add_mutually_exclusive_group()
+        target.add_argument("--source", help="Only this source (its new events are held).")
+        target.add_argument("--route", help="Only this route (its executions are held).")
+        target.add_argument("--connector", help="Only this connector (its executions are held).")
         parser.add_argument("--reason", default="", help="Why (required for on and off).")
         parser.add_argument(
             "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
         )
 
-    def handle(self, *args, state, reason, actor, **options):
+    def handle(self, *args, state, source, route, connector, reason, actor, **options):
+        scoped = [
+            (s, n)
+            for s, n in (
+                (Scope.SOURCE, source),
+                (Scope.ROUTE, route),
+                (Scope.CONNECTOR, connector),
+            )
+            if n
+        ]
         if state == "status":
-            current = RuntimeState.current()
-        else:
-            try:
-                current, changed = set_kill_switch(
+            self._show()
+            return
+        try:
+            if scoped:
+                ((scope, name),) = scoped
+                _, changed = set_scoped_kill_switch(
+                    scope=scope,
+                    name=name,
+                    engaged=state == "on",
+                    actor=actor,
+                    reason=reason,
+                    via=Via.CLI,
+                )
+            else:
+                _, changed = set_kill_switch(
                     engaged=state == "on", actor=actor, reason=reason, via=Via.CLI
                 )
-            except ReasonRequired as exc:
-                raise CommandError(str(exc)) from None
-            if not changed:
-                self.stdout.write("The kill switch was already in that state.")
+        except ReasonRequired as exc:
+            raise CommandError(str(exc)) from None
+        if not changed:
+            self.stdout.write("The kill switch was already in that state.")
+        self._show()
+
+    def _show(self):
+        current = RuntimeState.current()
         engaged = "engaged" if current.kill_switch_engaged else "released"
         by = (
             f" by {current.changed_by} at {current.changed_at:%Y-%m-%d %H:%M:%S}"
@@ -34,3 +65,8 @@ class Command(BaseCommand):
         )
         why = f": {current.reason}" if current.reason else ""
         self.stdout.write(f"mode {current.mode}; kill switch {engaged}{by}{why}")
+        for switch in KillSwitch.objects.filter(engaged=True):
+            self.stdout.write(
+                f"kill switch engaged for {switch.scope} {switch.name} "
+                f"by {switch.changed_by}: {switch.reason}"
+            )
