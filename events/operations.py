@@ -127,6 +127,11 @@ def route_event(event: Event) -> list[int]:
     How an `unrouted` event runs once a route for its type exists. Returns the new
     execution ids (already dispatched).
     """
+    from guardrails import policy
+
+    decision = policy.decide_ingest(source=event.source, event_type=event.type)
+    if decision.verdict is policy.Verdict.BLOCK:
+        return []  # still not allowed: it stays blocked, with the reason
     now = timezone.now()
     with transaction.atomic():
         have = set(event.executions.values_list("route_id", flat=True))
@@ -149,7 +154,7 @@ def route_event(event: Event) -> list[int]:
             )
         )
         if ids and event.status != EventStatus.ACCEPTED:
-            Event.objects.filter(pk=event.pk).update(status=EventStatus.ACCEPTED)
+            Event.objects.filter(pk=event.pk).update(status=EventStatus.ACCEPTED, status_reason="")
     dispatch.send(ids)
     return ids
 

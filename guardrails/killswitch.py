@@ -76,3 +76,30 @@ def set_scoped_kill_switch(
             reason=reason,
         )
     return switch, True
+
+
+def set_dry_run(*, enabled: bool, actor, reason: str, via: Via | str) -> tuple[RuntimeState, bool]:
+    """Switch global dry run on or off (only from running, or back to it); audited."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("A reason is required to change dry run.")
+    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    with transaction.atomic():
+        RuntimeState.current()
+        state = RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+        want, expected = (Mode.DRY_RUN, Mode.RUNNING) if enabled else (Mode.RUNNING, Mode.DRY_RUN)
+        if state.mode == want:
+            return state, False
+        if state.mode != expected:
+            raise ValueError(f"The runtime is {state.mode}; release the kill switch first.")
+        state.mode, state.reason, state.changed_by = want, reason, actor_name
+        state.changed_at = timezone.now()
+        state.save()
+        audit.record(
+            actor=actor_name,
+            via=via,
+            action="dry_run.on" if enabled else "dry_run.off",
+            target="global",
+            reason=reason,
+        )
+    return state, True
