@@ -59,6 +59,9 @@ def set_scoped_kill_switch(
         raise ValueError(f"scope must be one of {', '.join(Scope.values)}")
     actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
     with transaction.atomic():
+        # Wait for the claims in flight, as the global switch does (RuntimeState.for_claim).
+        RuntimeState.current()
+        RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
         switch, _ = KillSwitch.objects.get_or_create(scope=scope, name=name)
         switch = KillSwitch.objects.select_for_update().get(pk=switch.pk)
         if switch.engaged == engaged:

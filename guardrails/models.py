@@ -2,7 +2,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 
@@ -47,6 +47,27 @@ class RuntimeState(models.Model):
     @property
     def kill_switch_engaged(self) -> bool:
         return self.mode == Mode.KILLED
+
+    @classmethod
+    def for_claim(cls) -> "RuntimeState":
+        """The state, read inside a claim's transaction with a shared row lock.
+
+        On PostgreSQL, FOR SHARE lets any number of claims read at once, while a kill
+        switch change (FOR UPDATE) waits for the claims in flight to commit; a claim that
+        starts after the change commits reads the new state. So no attempt can begin after
+        a kill switch is committed. SQLite serialises write transactions anyway.
+        """
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(cls._meta.db_table)
+            rows = list(
+                cls.objects.raw(
+                    f"SELECT * FROM {table} WHERE id = %s FOR SHARE",  # noqa: S608
+                    [cls.SINGLETON_ID],
+                )
+            )
+            if rows:
+                return rows[0]
+        return cls.current()
 
     @classmethod
     def current(cls) -> "RuntimeState":

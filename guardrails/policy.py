@@ -93,7 +93,7 @@ def decide_execution(*, execution) -> Decision:
     a rate limit defers; a route over its hard hourly budget trips its own kill switch;
     dry run (global or per route) allows with dry_run=True.
     """
-    state = RuntimeState.current()
+    state = RuntimeState.for_claim()
     route = execution.route
     source_name = execution.event.source.name
     decision = _kill_switch_decision(state) or _scoped_switch(
