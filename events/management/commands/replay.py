@@ -40,6 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("--until", type=when, help="Created before (ISO time or 2h).")
         parser.add_argument("--force", action="store_true", help="Also re-run succeeded ones.")
         parser.add_argument("--unrouted", action="store_true", help="Route unrouted events.")
+        parser.add_argument(
+            "--blocked",
+            action="store_true",
+            help="Route blocked events whose type is allowed now (the others stay blocked).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="List, change nothing.")
         parser.add_argument("--reason", default="", help="Why; kept in the audit log.")
         parser.add_argument(
@@ -58,13 +63,16 @@ class Command(BaseCommand):
         until,
         force,
         unrouted,
+        blocked,
         dry_run,
         reason,
         actor,
         **options,
     ):
-        if unrouted:
-            events = Event.objects.filter(status=EventStatus.UNROUTED)
+        if unrouted or blocked:
+            wanted = [EventStatus.UNROUTED] if unrouted else []
+            wanted += [EventStatus.BLOCKED] if blocked else []
+            events = Event.objects.filter(status__in=wanted)
             if source:
                 events = events.filter(source__name=source)
             if type:
@@ -74,7 +82,7 @@ class Command(BaseCommand):
             if until:
                 events = events.filter(received_at__lt=until)
             if dry_run:
-                self.stdout.write(f"{events.count()} unrouted event(s) would be routed.")
+                self.stdout.write(f"{events.count()} event(s) would be routed.")
                 return
             n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
             self.stdout.write(f"{n} execution(s) created.")
