@@ -134,6 +134,8 @@ if WHITENOISE_USE_FINDERS:
 # Ingestion limits.
 MAX_BODY_BYTES = envint("MAX_BODY_BYTES", 262144, minimum=1)
 MAX_JSON_DEPTH = envint("MAX_JSON_DEPTH", 64, minimum=1)
+MAX_JSON_KEYS = envint("MAX_JSON_KEYS", 10_000, minimum=1)
+MAX_STRING_LENGTH = envint("MAX_STRING_LENGTH", 65_536, minimum=1)
 # Django refuses request bodies above this before our view sees them; keep it in step.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_BODY_BYTES, 2621440)
 

@@ -44,34 +44,59 @@ def _has_bad_characters(text: str) -> bool:
     return False
 
 
-def check_structure(payload, *, max_depth: int) -> None:
-    """Walk the payload without recursion: depth limit and storable strings."""
-    stack = [(payload, 1)]
+def _path_text(path: tuple) -> str:
+    """`data.items[3].name`, or `(body)` for the top level."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(body)"
+
+
+def check_structure(
+    payload, *, max_depth: int, max_keys: int = 10_000, max_string: int = 65_536
+) -> None:
+    """Walk the payload without recursion: nesting depth, total number of keys, string
+    length, and strings PostgreSQL can store. Errors name the path of the field."""
+    stack = [(payload, 1, ())]
+    keys = 0
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
+        if isinstance(value, dict | list) and depth > max_depth:
+            raise IngestError(
+                400,
+                "too_deep",
+                f"JSON is nested deeper than {max_depth} levels at {_path_text(path)}.",
+            )
         if isinstance(value, dict):
-            if depth > max_depth:
+            keys += len(value)
+            if keys > max_keys:
                 raise IngestError(
-                    400, "too_deep", f"JSON is nested deeper than {max_depth} levels."
+                    400, "too_many_keys", f"JSON has more than {max_keys} keys in all."
                 )
             for key, item in value.items():
-                if _has_bad_characters(key):
+                if _has_bad_characters(key) or len(key) > max_string:
                     raise IngestError(
                         400,
                         "invalid_character",
-                        "JSON contains a NUL character or a lone surrogate.",
+                        f"A key at {_path_text(path)} has a NUL character, a lone surrogate "
+                        "or is too long.",
                     )
-                stack.append((item, depth + 1))
+                stack.append((item, depth + 1, (*path, key)))
         elif isinstance(value, list):
-            if depth > max_depth:
+            stack.extend((item, depth + 1, (*path, n)) for n, item in enumerate(value))
+        elif isinstance(value, str):
+            if _has_bad_characters(value):
                 raise IngestError(
-                    400, "too_deep", f"JSON is nested deeper than {max_depth} levels."
+                    400,
+                    "invalid_character",
+                    f"The string at {_path_text(path)} has a NUL character or a lone surrogate.",
                 )
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str) and _has_bad_characters(value):
-            raise IngestError(
-                400, "invalid_character", "JSON contains a NUL character or a lone surrogate."
-            )
+            if len(value) > max_string:
+                raise IngestError(
+                    400,
+                    "string_too_long",
+                    f"The string at {_path_text(path)} is longer than {max_string} characters.",
+                )
 
 
 def _valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
@@ -93,7 +118,14 @@ def canonical_hash(payload) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse(raw: bytes, *, idempotency_key: str | None, max_depth: int) -> ParsedEvent:
+def parse(
+    raw: bytes,
+    *,
+    idempotency_key: str | None,
+    max_depth: int,
+    max_keys: int = 10_000,
+    max_string: int = 65_536,
+) -> ParsedEvent:
     """Decode, parse and validate one webhook body.
 
     The event id is the body's `event_id`, or else the Idempotency-Key header.
@@ -116,7 +148,7 @@ def parse(raw: bytes, *, idempotency_key: str | None, max_depth: int) -> ParsedE
         ) from None
     if not isinstance(payload, dict):
         raise IngestError(400, "not_an_object", "The request body must be a JSON object.")
-    check_structure(payload, max_depth=max_depth)
+    check_structure(payload, max_depth=max_depth, max_keys=max_keys, max_string=max_string)
 
     raw_id = payload.get("event_id")
     if raw_id is None:

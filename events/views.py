@@ -8,6 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 from automation_runtime.errors import error_response
 from events import ingest, payloads
 from events.payloads import IngestError
+from guardrails import payloads as payload_policy
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,14 @@ def _webhook(request):
         raw,
         idempotency_key=request.headers.get("Idempotency-Key"),
         max_depth=settings.MAX_JSON_DEPTH,
+        max_keys=settings.MAX_JSON_KEYS,
+        max_string=settings.MAX_STRING_LENGTH,
     )
+    problem = payload_policy.schema_violation(
+        source=source.name, event_type=parsed.type, payload=parsed.payload
+    )
+    if problem:
+        raise IngestError(400, "schema_violation", problem)
     result = ingest.ingest(source, parsed, headers=payloads.select_headers(request.headers))
     body = {
         # An event no route matched is still accepted: the sender's part is done.

@@ -11,6 +11,7 @@ from guardrails.models import (
     Mode,
     OperatorAction,
     OperatorToken,
+    PayloadSchema,
     RateLimit,
     RuntimeState,
     Via,
@@ -209,3 +210,9 @@ class AllowedEventTypeAdmin(admin.ModelAdmin):
 class RateLimitAdmin(admin.ModelAdmin):
     list_display = ("scope", "name", "limit", "window_seconds", "runaway_per_hour")
     list_filter = ("scope",)
+
+
+@admin.register(PayloadSchema)
+class PayloadSchemaAdmin(admin.ModelAdmin):
+    list_display = ("source", "event_type", "enabled")
+    list_filter = ("enabled", "source")

@@ -253,3 +253,38 @@ class RateLimit(models.Model):
 
     def __str__(self):
         return f"{self.scope} {self.name}: {self.limit} per {self.window_seconds}s"
+
+
+class PayloadSchema(models.Model):
+    """A JSON Schema the payloads of a source's events of a type must satisfy.
+
+    Checked at ingest with the jsonschema library; a violation is a 400 naming the path of
+    the offending field, and nothing is stored.
+    """
+
+    source = models.CharField(max_length=100, help_text="The source name.")
+    event_type = models.CharField(
+        max_length=255, help_text="An event type, or a pattern with * (order.*, or * for all)."
+    )
+    schema = models.JSONField(help_text="A JSON Schema (draft 2020-12).")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["source", "event_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "event_type"], name="guardrails_schema_uniq"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.source}: {self.event_type}"
+
+    def clean(self):
+        import jsonschema
+        from django.core.exceptions import ValidationError
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.schema)
+        except jsonschema.SchemaError as exc:
+            raise ValidationError({"schema": f"Not a valid JSON Schema: {exc.message}"}) from None

@@ -15,6 +15,7 @@ _VIEW = (
     "guardrails.view_killswitch",
     "guardrails.view_allowedeventtype",
     "guardrails.view_ratelimit",
+    "guardrails.view_payloadschema",
 )
 
 GROUPS = {

@@ -320,3 +320,90 @@ def test_status_counts_decisions_by_status(client, operator, send, two_routes):
     body = client.get("/admin/status", HTTP_AUTHORIZATION=f"Bearer {operator.token}").json()
     assert body["executions"]["held"] == 1
     assert body["executions"]["succeeded"] == 1
+
+
+# -- payload sanity and schemas ----------------------------------------------------------
+
+
+def test_too_many_keys_is_refused_with_400(client, source, settings):
+    settings.MAX_JSON_KEYS = 50
+    body = {"event_id": "k", "type": "t", "data": {f"k{i}": i for i in range(60)}}
+
+    response = post(client, body, key=source.api_key)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_keys"
+    assert not Event.objects.exists()
+
+
+def test_a_long_string_is_refused_naming_its_path(client, source, settings):
+    settings.MAX_STRING_LENGTH = 100
+    body = {"event_id": "s", "type": "t", "data": {"items": [{"note": "ok"}, {"note": "x" * 101}]}}
+
+    response = post(client, body, key=source.api_key)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "string_too_long"
+    assert "data.items[1].note" in response.json()["error"]["message"]
+    assert not Event.objects.exists()
+
+
+ORDER_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["order"],
+            "properties": {
+                "order": {
+                    "type": "object",
+                    "required": ["id", "total"],
+                    "properties": {"id": {"type": "string"}, "total": {"type": "number"}},
+                }
+            },
+        }
+    },
+}
+
+
+def test_a_payload_breaking_its_schema_is_refused_naming_the_field(client, source, two_routes):
+    from guardrails.models import PayloadSchema
+
+    PayloadSchema.objects.create(source=source.name, event_type="order.*", schema=ORDER_SCHEMA)
+    bad = {
+        "event_id": "b1",
+        "type": "order.created",
+        "data": {"order": {"id": "o", "total": "42"}},
+    }
+    good = {"event_id": "g1", "type": "order.created", "data": {"order": {"id": "o", "total": 42}}}
+
+    response = post(client, bad, key=source.api_key)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "schema_violation"
+    assert error["message"].startswith("data.order.total:")
+    assert not Event.objects.exists()
+    assert post(client, good, key=source.api_key).status_code == 202
+    other_type = {"event_id": "x1", "type": "invoice.paid"}
+    assert post(client, other_type, key=source.api_key).status_code == 202
+
+
+def test_a_disabled_schema_is_not_checked(client, source):
+    from guardrails.models import PayloadSchema
+
+    PayloadSchema.objects.create(
+        source=source.name, event_type="*", schema={"required": ["nope"]}, enabled=False
+    )
+
+    assert post(client, {"event_id": "d", "type": "t"}, key=source.api_key).status_code == 202
+
+
+def test_an_invalid_schema_is_refused_when_saved(db):
+    from django.core.exceptions import ValidationError
+
+    from guardrails.models import PayloadSchema
+
+    with pytest.raises(ValidationError, match="Not a valid JSON Schema"):
+        PayloadSchema(source="s", event_type="*", schema={"type": 12}).full_clean()
