@@ -85,6 +85,11 @@ class Route(models.Model):
             templating.check_syntax(self.params)
         except ValueError as exc:
             raise ValidationError({"action": str(exc)}) from None
+        from guardrails.policy import action_decision
+
+        decision = action_decision(self.connector, self.action)
+        if not decision.allowed:
+            raise ValidationError({"action": decision.reason})
 
 
 class CircuitState(models.TextChoices):

@@ -6,7 +6,10 @@ from django.urls import reverse
 
 from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
 from guardrails.models import (
+    AllowedAction,
+    AllowedCallable,
     AllowedEventType,
+    AllowedHost,
     KillSwitch,
     Mode,
     OperatorAction,
@@ -216,3 +219,21 @@ class RateLimitAdmin(admin.ModelAdmin):
 class PayloadSchemaAdmin(admin.ModelAdmin):
     list_display = ("source", "event_type", "enabled")
     list_filter = ("enabled", "source")
+
+
+@admin.register(AllowedHost)
+class AllowedHostAdmin(admin.ModelAdmin):
+    list_display = ("pattern",)
+    search_fields = ("pattern",)
+
+
+@admin.register(AllowedCallable)
+class AllowedCallableAdmin(admin.ModelAdmin):
+    list_display = ("path",)
+    search_fields = ("path",)
+
+
+@admin.register(AllowedAction)
+class AllowedActionAdmin(admin.ModelAdmin):
+    list_display = ("connector", "action")
+    list_filter = ("connector",)

@@ -288,3 +288,46 @@ class PayloadSchema(models.Model):
             jsonschema.Draft202012Validator.check_schema(self.schema)
         except jsonschema.SchemaError as exc:
             raise ValidationError({"schema": f"Not a valid JSON Schema: {exc.message}"}) from None
+
+
+class AllowedHost(models.Model):
+    """A host the http, webhook_forward and slack connectors may call (with OUTBOUND_HOSTS)."""
+
+    pattern = models.CharField(
+        max_length=255, unique=True, help_text="A host name, or *.example.com for its subdomains."
+    )
+
+    class Meta:
+        ordering = ["pattern"]
+
+    def __str__(self):
+        return self.pattern
+
+
+class AllowedCallable(models.Model):
+    """A function the python connector may call (with PYTHON_CALLABLES)."""
+
+    path = models.CharField(max_length=255, unique=True, help_text="Dotted path of the function.")
+
+    class Meta:
+        ordering = ["path"]
+
+    def __str__(self):
+        return self.path
+
+
+class AllowedAction(models.Model):
+    """A connector action routes may use. Once any is listed, routes using another are
+    refused when saved, and their executions are blocked."""
+
+    connector = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["connector", "action"]
+        constraints = [
+            models.UniqueConstraint(fields=["connector", "action"], name="guardrails_action_uniq"),
+        ]
+
+    def __str__(self):
+        return f"{self.connector}.{self.action}"

@@ -16,6 +16,9 @@ _VIEW = (
     "guardrails.view_allowedeventtype",
     "guardrails.view_ratelimit",
     "guardrails.view_payloadschema",
+    "guardrails.view_allowedhost",
+    "guardrails.view_allowedcallable",
+    "guardrails.view_allowedaction",
 )
 
 GROUPS = {

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
-from guardrails.models import AllowedEventType, KillSwitch, Mode, RateLimit, RuntimeState, Scope
+from guardrails.models import (
+    AllowedAction,
+    AllowedCallable,
+    AllowedEventType,
+    AllowedHost,
+    KillSwitch,
+    Mode,
+    RateLimit,
+    RuntimeState,
+    Scope,
+)
 
 
 class Verdict(enum.StrEnum):
@@ -105,6 +115,9 @@ def decide_execution(*, execution) -> Decision:
     )
     if decision:
         return decision
+    decision = action_decision(route.connector, route.action)
+    if not decision.allowed:
+        return decision
     decision = _rate_limit_decision(route)
     if decision:
         return decision
@@ -178,12 +191,13 @@ def outbound_host_decision(host: str) -> Decision:
     from django.conf import settings
 
     host = (host or "").lower().rstrip(".")
-    allowed = settings.OUTBOUND_HOSTS
+    allowed = [*settings.OUTBOUND_HOSTS, *AllowedHost.objects.values_list("pattern", flat=True)]
     if any(_host_matches(host, pattern) for pattern in allowed):
         return ALLOW
     return Decision(
         Verdict.BLOCK,
-        f"host {host!r} is not on the outbound host allowlist (OUTBOUND_HOSTS)",
+        f"host {host!r} is not on the outbound host allowlist "
+        "(OUTBOUND_HOSTS or Guardrails → Allowed hosts)",
     )
 
 
@@ -215,8 +229,18 @@ def private_address_decision(host: str, address) -> Decision:
 def python_callable_decision(path: str) -> Decision:
     from django.conf import settings
 
-    if path in settings.PYTHON_CALLABLES:
+    if path in settings.PYTHON_CALLABLES or AllowedCallable.objects.filter(path=path).exists():
         return ALLOW
     return Decision(
         Verdict.BLOCK, f"{path!r} is not on the allowlist of callables (PYTHON_CALLABLES)"
     )
+
+
+def action_decision(connector: str, action: str) -> Decision:
+    """Once connector actions are listed, only those may be used."""
+    listed = AllowedAction.objects.all()
+    if listed.exists() and not listed.filter(connector=connector, action=action).exists():
+        return Decision(
+            Verdict.BLOCK, f"connector action {connector}.{action} is not on the allowlist"
+        )
+    return ALLOW

@@ -407,3 +407,49 @@ def test_an_invalid_schema_is_refused_when_saved(db):
 
     with pytest.raises(ValidationError, match="Not a valid JSON Schema"):
         PayloadSchema(source="s", event_type="*", schema={"type": 12}).full_clean()
+
+
+# -- allowlists kept in the admin ---------------------------------------------------------
+
+
+def test_hosts_and_callables_can_be_allowed_in_the_admin_tables(settings):
+    from guardrails.models import AllowedCallable, AllowedHost
+    from guardrails.policy import outbound_host_decision, python_callable_decision
+
+    settings.OUTBOUND_HOSTS = []
+    settings.PYTHON_CALLABLES = []
+    assert not outbound_host_decision("api.example.com").allowed
+    assert not python_callable_decision("myapp.steps.run").allowed
+
+    AllowedHost.objects.create(pattern="*.example.com")
+    AllowedCallable.objects.create(path="myapp.steps.run")
+
+    assert outbound_host_decision("api.example.com").allowed
+    assert python_callable_decision("myapp.steps.run").allowed
+    assert not python_callable_decision("os.system").allowed
+
+
+def test_once_connector_actions_are_listed_others_are_refused_and_blocked(send, two_routes):
+    from django.core.exceptions import ValidationError
+
+    from guardrails.models import AllowedAction
+
+    AllowedAction.objects.create(connector="log", action="record")
+    with pytest.raises(ValidationError, match="not on the allowlist"):
+        Route(name="x", event_type="a", connector="scripted", action="run").full_clean()
+
+    send()
+    results = run_all()
+    assert results == {"to-log": "succeeded", "to-script": "blocked"}
+    blocked = Execution.objects.get(route__name="to-script")
+    assert "scripted.run is not on the allowlist" in blocked.status_reason
+
+
+def test_the_example_guardrails_fixture_loads(db):
+    from guardrails.models import AllowedEventType, AllowedHost, RateLimit
+
+    call_command("loaddata", "guardrails_example", verbosity=0)
+
+    assert AllowedHost.objects.filter(pattern="hooks.slack.com").exists()
+    assert AllowedEventType.objects.filter(source="demo").count() == 2
+    assert RateLimit.objects.get(name="order-created-log").runaway_per_hour == 10000
