@@ -41,3 +41,30 @@ def starts_since(*, since, limit: int, route_id=None, connector=None) -> list:
         attempts = attempts.filter(execution__route__connector=connector)
     newest = list(attempts.order_by("-started_at").values_list("started_at", flat=True)[:limit])
     return sorted(newest)
+
+
+def decisions_by_reason(limit: int = 20) -> list[dict]:
+    """Guardrail decisions standing now, counted by reason: held and blocked events and
+    executions, and executions deferred by a rate limit or an open circuit."""
+    rows = []
+    for model, statuses in (
+        (Event, [EventStatus.HELD, EventStatus.BLOCKED]),
+        (Execution, [ExecutionStatus.HELD, ExecutionStatus.BLOCKED, ExecutionStatus.RETRYING]),
+    ):
+        counted = (
+            model.objects.filter(status__in=statuses)
+            .exclude(status_reason="")
+            .order_by()
+            .values("status", "status_reason")
+            .annotate(n=Count("pk"))
+            .order_by("-n")[:limit]
+        )
+        kind = model._meta.model_name
+        rows.extend(
+            {"of": kind, "status": r["status"], "reason": r["status_reason"], "count": r["n"]}
+            for r in counted
+            if kind == "event"
+            or r["status"] != "retrying"
+            or r["status_reason"].startswith(("rate limit", "circuit"))
+        )
+    return sorted(rows, key=lambda r: -r["count"])[:limit]

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 
 from automation_runtime.errors import error_response
 from connectors import circuits
-from events.stats import counts_by_status, workers_summary
+from events.stats import counts_by_status, decisions_by_reason, workers_summary
 from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
 from guardrails.models import KillSwitch, RuntimeState, Via
 
@@ -58,6 +58,7 @@ def status(request):
             **counts,
             "workers": workers_summary(),
             "circuits": circuits.summary(),
+            "guardrail_decisions": decisions_by_reason(),
             "scoped_kill_switches": [
                 {"scope": k.scope, "name": k.name, "reason": k.reason, "changed_by": k.changed_by}
                 for k in KillSwitch.objects.filter(engaged=True)

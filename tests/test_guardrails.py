@@ -320,6 +320,14 @@ def test_status_counts_decisions_by_status(client, operator, send, two_routes):
     body = client.get("/admin/status", HTTP_AUTHORIZATION=f"Bearer {operator.token}").json()
     assert body["executions"]["held"] == 1
     assert body["executions"]["succeeded"] == 1
+    assert body["guardrail_decisions"] == [
+        {
+            "of": "execution",
+            "status": "held",
+            "reason": "kill switch for route 'to-log' engaged: test",
+            "count": 1,
+        }
+    ]
 
 
 # -- payload sanity and schemas ----------------------------------------------------------
