@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from connectors import net
 from connectors.base import Connector, ExecutionContext, PermanentError, Result, RetryableError
 from guardrails import policy
+from guardrails.secrets import redact_headers
 
 logger = logging.getLogger("connectors")
 
@@ -113,7 +114,7 @@ class HttpConnector(_HttpTarget):
                 "would_send": {
                     "method": method,
                     "url": url,
-                    "headers": net.redact_headers(headers),
+                    "headers": redact_headers(headers),
                     "body": params.get("body"),
                 },
             }

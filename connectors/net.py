@@ -22,16 +22,6 @@ from guardrails import policy
 
 RETRYABLE_STATUSES = {408, 425, 429}
 MAX_BODY_SUMMARY = 2000
-SECRET_HEADER_MARKERS = (
-    "authorization",
-    "cookie",
-    "api-key",
-    "apikey",
-    "token",
-    "secret",
-    "signature",
-    "password",
-)
 
 
 class Refused(PermanentError):
@@ -51,16 +41,6 @@ class Response:
             "body": text,
             "truncated": len(self.body) > MAX_BODY_SUMMARY,
         }
-
-
-def redact_headers(headers: dict) -> dict:
-    return {
-        name: "[redacted]"
-        if name.lower() != "idempotency-key"
-        and any(m in name.lower() for m in SECRET_HEADER_MARKERS)
-        else value
-        for name, value in headers.items()
-    }
 
 
 def parse_target(url: str) -> tuple[str, str, int]:

@@ -127,6 +127,21 @@ class _LeaseKeeper(threading.Thread):
         self.join(timeout=10)
 
 
+def _defer(execution: Execution, reason: str, until) -> str:
+    """Back to waiting until `until`, giving the claimed attempt back."""
+    _finish(
+        execution,
+        ExecutionStatus.RETRYING,
+        status_reason=reason,
+        attempts=F("attempts") - 1,
+        total_attempts=F("total_attempts") - 1,
+        next_attempt_at=until,
+        dispatched_at=until,
+    )
+    dispatch.send_on_commit([execution.pk], run_after=until)
+    return "deferred"
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_TEXT]
 
@@ -148,17 +163,7 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
         decision = policy.decide_execution(execution=execution)
         if decision.verdict is policy.Verdict.DEFER:
             # A rate limit: wait for the window without spending an attempt.
-            _finish(
-                execution,
-                ExecutionStatus.RETRYING,
-                status_reason=decision.reason,
-                attempts=F("attempts") - 1,
-                total_attempts=F("total_attempts") - 1,
-                next_attempt_at=decision.until,
-                dispatched_at=decision.until,
-            )
-            dispatch.send_on_commit([execution.pk], run_after=decision.until)
-            return "deferred"
+            return _defer(execution, decision.reason, decision.until)
         if not decision.allowed:
             new_status = (
                 ExecutionStatus.BLOCKED
@@ -185,17 +190,7 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
         gate = circuits.before_call(route.connector, target)
         if not gate.allowed:
             # An open circuit defers the execution without spending an attempt.
-            _finish(
-                execution,
-                ExecutionStatus.RETRYING,
-                status_reason=gate.reason,
-                attempts=F("attempts") - 1,
-                total_attempts=F("total_attempts") - 1,
-                next_attempt_at=gate.retry_at,
-                dispatched_at=gate.retry_at,
-            )
-            dispatch.send_on_commit([execution.pk], run_after=gate.retry_at)
-            return "deferred"
+            return _defer(execution, gate.reason, gate.retry_at)
 
         number = execution.total_attempts
         attempt = Attempt.objects.create(execution=execution, number=number, worker=owner)

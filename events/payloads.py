@@ -9,6 +9,8 @@ import json
 import unicodedata
 from dataclasses import dataclass
 
+from guardrails.secrets import REDACTED, is_secret_header
+
 MAX_ID_LENGTH = 255
 MAX_TYPE_LENGTH = 255
 
@@ -173,16 +175,6 @@ def parse(
     )
 
 
-_SECRET_MARKERS = (
-    "authorization",
-    "cookie",
-    "api-key",
-    "apikey",
-    "token",
-    "secret",
-    "signature",
-    "password",
-)
 _SKIPPED = {
     "content-length",
     "connection",
@@ -194,7 +186,6 @@ _SKIPPED = {
 }
 MAX_HEADERS = 50
 MAX_HEADER_VALUE = 1024
-REDACTED = "[redacted]"
 
 
 def select_headers(headers) -> dict[str, str]:
@@ -206,7 +197,7 @@ def select_headers(headers) -> dict[str, str]:
             continue
         if len(kept) >= MAX_HEADERS:
             break
-        if lower != "idempotency-key" and any(marker in lower for marker in _SECRET_MARKERS):
+        if is_secret_header(lower):
             kept[lower] = REDACTED
         else:
             kept[lower] = "".join(ch for ch in value[:MAX_HEADER_VALUE] if ch.isprintable())
