@@ -32,6 +32,10 @@ class KillSwitchForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Required: why you are changing the kill switch. Kept in the audit log.",
     )
+    confirm = forms.BooleanField(
+        label="Yes, change the kill switch",
+        help_text="Engaging it stops every new action on every worker until it is released.",
+    )
 
     class Meta:
         model = RuntimeState
@@ -49,7 +53,7 @@ class RuntimeStateAdmin(admin.ModelAdmin):
     readonly_fields = ("mode", "changed_at", "changed_by", "reason")
     fieldsets = (
         ("Now", {"fields": ("mode", "changed_at", "changed_by", "reason")}),
-        ("Change", {"fields": ("engaged", "new_reason")}),
+        ("Change", {"fields": ("engaged", "new_reason", "confirm")}),
     )
 
     def has_add_permission(self, request):

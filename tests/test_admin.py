@@ -105,7 +105,21 @@ def test_the_kill_switch_page_requires_a_reason(admin_client):
     state = RuntimeState.current()
 
     response = admin_client.post(
-        f"/admin/guardrails/runtimestate/{state.pk}/change/", {"engaged": "on", "new_reason": ""}
+        f"/admin/guardrails/runtimestate/{state.pk}/change/",
+        {"engaged": "on", "new_reason": "", "confirm": "on"},
+    )
+
+    assert response.status_code == 200
+    assert b"This field is required" in response.content
+    assert RuntimeState.current().mode == "running"
+
+
+def test_the_kill_switch_page_asks_for_a_confirmation(admin_client):
+    state = RuntimeState.current()
+
+    response = admin_client.post(
+        f"/admin/guardrails/runtimestate/{state.pk}/change/",
+        {"engaged": "on", "new_reason": "oops"},
     )
 
     assert response.status_code == 200
@@ -118,7 +132,7 @@ def test_the_kill_switch_page_engages_it_and_audits_who_and_why(admin_client):
 
     admin_client.post(
         f"/admin/guardrails/runtimestate/{state.pk}/change/",
-        {"engaged": "on", "new_reason": "runaway loop"},
+        {"engaged": "on", "new_reason": "runaway loop", "confirm": "on"},
     )
 
     state.refresh_from_db()
