@@ -11,3 +11,7 @@ class GuardrailsConfig(AppConfig):
 
         # After every app's migrations: the permissions named may belong to any app.
         post_migrate.connect(ensure_groups, dispatch_uid="guardrails.ensure_groups")
+
+        from guardrails import config
+
+        config.connect()

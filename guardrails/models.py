@@ -15,6 +15,10 @@ class Mode(models.TextChoices):
     """Connectors describe what they would do instead of doing it."""
 
 
+def new_config_token() -> str:
+    return secrets.token_hex(16)
+
+
 class RuntimeState(models.Model):
     """The one row that says whether the runtime may act. Read before every side effect."""
 
@@ -27,6 +31,12 @@ class RuntimeState(models.Model):
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     reason = models.TextField(blank=True)
+    config_token = models.CharField(
+        max_length=32,
+        default=new_config_token,
+        editable=False,
+        help_text="Changes with every guardrail setting, so workers know to reload theirs.",
+    )
 
     class Meta:
         verbose_name = "kill switch"

@@ -2,7 +2,7 @@
 
 import jsonschema
 
-from guardrails.models import PayloadSchema
+from guardrails import config
 from guardrails.policy import _type_matches
 
 
@@ -16,10 +16,10 @@ def _where(error: jsonschema.ValidationError) -> str:
 def schema_violation(*, source: str, event_type: str, payload) -> str | None:
     """The first violation of the schemas for this source and type, naming the field's
     path, or None. Every enabled schema whose pattern matches the type applies."""
-    for row in PayloadSchema.objects.filter(source=source, enabled=True):
-        if not _type_matches(row.event_type, event_type):
+    for pattern, schema in config.current().schemas.get(source, ()):
+        if not _type_matches(pattern, event_type):
             continue
-        validator = jsonschema.Draft202012Validator(row.schema)
+        validator = jsonschema.Draft202012Validator(schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
         if error is not None:
             return f"{_where(error)}: {error.message}"

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
+from guardrails import config
 from guardrails.models import (
-    AllowedAction,
     AllowedCallable,
-    AllowedEventType,
     AllowedHost,
-    KillSwitch,
     Mode,
     RateLimit,
     RuntimeState,
@@ -55,16 +53,14 @@ def _kill_switch_decision(state: RuntimeState) -> Decision | None:
     return None
 
 
-def _scoped_switch(pairs: list[tuple[str, str]]) -> Decision | None:
+def _scoped_switch(snap, pairs: list[tuple[str, str]]) -> Decision | None:
     """The first engaged kill switch among (scope, name) pairs, as a HOLD."""
-    condition = Q()
     for scope, name in pairs:
-        condition |= Q(scope=scope, name=name)
-    switch = KillSwitch.objects.filter(condition, engaged=True).order_by("scope").first()
-    if switch is None:
-        return None
-    why = f": {switch.reason}" if switch.reason else ""
-    return Decision(Verdict.HOLD, f"kill switch for {switch.scope} {switch.name!r} engaged{why}")
+        if (scope, name) in snap.switches:
+            reason = snap.switches[(scope, name)]
+            why = f": {reason}" if reason else ""
+            return Decision(Verdict.HOLD, f"kill switch for {scope} {name!r} engaged{why}")
+    return None
 
 
 def _type_matches(pattern: str, event_type: str) -> bool:
@@ -79,14 +75,12 @@ def decide_ingest(*, source, event_type: str) -> Decision:
     HOLD while the global or the source's kill switch is engaged; BLOCK a type the
     source's allowlist does not list (once it lists any).
     """
-    decision = _kill_switch_decision(RuntimeState.current()) or _scoped_switch(
-        [(Scope.SOURCE, source.name)]
-    )
+    state = RuntimeState.current()
+    snap = config.snapshot(state.config_token)
+    decision = _kill_switch_decision(state) or _scoped_switch(snap, [(Scope.SOURCE, source.name)])
     if decision:
         return decision
-    patterns = list(
-        AllowedEventType.objects.filter(source=source.name).values_list("pattern", flat=True)
-    )
+    patterns = snap.allowed_types.get(source.name)
     if patterns and not any(_type_matches(p, event_type) for p in patterns):
         return Decision(
             Verdict.BLOCK,
@@ -104,23 +98,29 @@ def decide_execution(*, execution) -> Decision:
     dry run (global or per route) allows with dry_run=True.
     """
     state = RuntimeState.for_claim()
+    snap = config.snapshot(state.config_token)
     route = execution.route
     source_name = execution.event.source.name
     decision = _kill_switch_decision(state) or _scoped_switch(
+        snap,
         [
             (Scope.SOURCE, source_name),
             (Scope.ROUTE, route.name),
             (Scope.CONNECTOR, route.connector),
-        ]
+        ],
     )
     if decision:
         return decision
-    decision = action_decision(route.connector, route.action)
+    decision = action_decision(route.connector, route.action, snap=snap)
     if not decision.allowed:
         return decision
-    decision = _rate_limit_decision(route)
-    if decision:
-        return decision
+    if (Scope.ROUTE, route.name) in snap.rate_limited or (
+        Scope.CONNECTOR,
+        route.connector,
+    ) in snap.rate_limited:
+        decision = _rate_limit_decision(route)
+        if decision:
+            return decision
     if state.mode == Mode.DRY_RUN or route.dry_run:
         return Decision(Verdict.ALLOW, "dry run", dry_run=True)
     return ALLOW
@@ -236,10 +236,10 @@ def python_callable_decision(path: str) -> Decision:
     )
 
 
-def action_decision(connector: str, action: str) -> Decision:
+def action_decision(connector: str, action: str, *, snap=None) -> Decision:
     """Once connector actions are listed, only those may be used."""
-    listed = AllowedAction.objects.all()
-    if listed.exists() and not listed.filter(connector=connector, action=action).exists():
+    listed = (snap or config.current()).allowed_actions
+    if listed and (connector, action) not in listed:
         return Decision(
             Verdict.BLOCK, f"connector action {connector}.{action} is not on the allowlist"
         )

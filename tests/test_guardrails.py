@@ -461,3 +461,34 @@ def test_the_example_guardrails_fixture_loads(db):
     assert AllowedHost.objects.filter(pattern="hooks.slack.com").exists()
     assert AllowedEventType.objects.filter(source="demo").count() == 2
     assert RateLimit.objects.get(name="order-created-log").runaway_per_hour == 10000
+
+
+# -- the cached guardrail settings ----------------------------------------------------------
+
+
+def test_a_warm_decision_at_ingest_reads_one_row(source, django_assert_num_queries):
+    from guardrails import policy
+
+    AllowedEventType.objects.create(source=source.name, pattern="order.*")
+    policy.decide_ingest(source=source, event_type="order.created")  # warms the cache
+
+    with django_assert_num_queries(1):
+        assert policy.decide_ingest(source=source, event_type="order.created").allowed
+
+
+def test_every_change_to_a_guardrail_setting_is_seen_by_the_next_decision(source):
+    from guardrails import policy
+    from guardrails.models import RuntimeState
+
+    before = RuntimeState.current().config_token
+    assert policy.decide_ingest(source=source, event_type="a.b").allowed
+
+    allowed = AllowedEventType.objects.create(source=source.name, pattern="order.*")
+    assert RuntimeState.current().config_token != before
+    assert policy.decide_ingest(source=source, event_type="a.b").verdict == "block"
+
+    allowed.delete()
+    assert policy.decide_ingest(source=source, event_type="a.b").allowed
+
+    engage("source", source.name)
+    assert policy.decide_ingest(source=source, event_type="a.b").verdict == "hold"

@@ -1,0 +1,93 @@
+"""The guardrail settings kept in tables, cached per process.
+
+Every change to them (through save or delete, from the admin, a command or a fixture)
+gives the runtime state row a new `config_token` in the same transaction. Each decision
+reads that row anyway, so a process reloads its cached settings exactly when they
+changed: one query per decision instead of one per table, and no stale rule after a
+change has committed.
+"""
+
+from dataclasses import dataclass
+
+from django.db.models.signals import post_delete, post_save
+
+from guardrails.models import (
+    AllowedAction,
+    AllowedEventType,
+    KillSwitch,
+    PayloadSchema,
+    RateLimit,
+    RuntimeState,
+    new_config_token,
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    token: str
+    switches: dict  # (scope, name) -> reason, engaged ones only
+    allowed_types: dict  # source -> [pattern]
+    schemas: dict  # source -> [(pattern, schema)]
+    allowed_actions: frozenset  # {(connector, action)}
+    rate_limited: frozenset  # {(scope, name)} that have a rate limit
+
+
+_snapshot: Snapshot | None = None
+
+
+def _load(token: str) -> Snapshot:
+    allowed_types: dict = {}
+    for source, pattern in AllowedEventType.objects.values_list("source", "pattern"):
+        allowed_types.setdefault(source, []).append(pattern)
+    schemas: dict = {}
+    for source, pattern, schema in PayloadSchema.objects.filter(enabled=True).values_list(
+        "source", "event_type", "schema"
+    ):
+        schemas.setdefault(source, []).append((pattern, schema))
+    return Snapshot(
+        token=token,
+        switches={
+            (scope, name): reason
+            for scope, name, reason in KillSwitch.objects.filter(engaged=True).values_list(
+                "scope", "name", "reason"
+            )
+        },
+        allowed_types=allowed_types,
+        schemas=schemas,
+        allowed_actions=frozenset(AllowedAction.objects.values_list("connector", "action")),
+        rate_limited=frozenset(RateLimit.objects.values_list("scope", "name")),
+    )
+
+
+def snapshot(token: str) -> Snapshot:
+    """The settings as of `token` (read from the runtime state row by the caller)."""
+    global _snapshot
+    cached = _snapshot
+    if cached is None or cached.token != token:
+        cached = _snapshot = _load(token)
+    return cached
+
+
+def current() -> Snapshot:
+    return snapshot(RuntimeState.current().config_token)
+
+
+def changed(**kwargs) -> None:
+    """Signal handler: a guardrail setting changed; give the state row a new token."""
+    RuntimeState.current()
+    RuntimeState.objects.filter(pk=RuntimeState.SINGLETON_ID).update(
+        config_token=new_config_token()
+    )
+
+
+WATCHED = (KillSwitch, AllowedEventType, PayloadSchema, AllowedAction, RateLimit)
+
+
+def connect() -> None:
+    for model in WATCHED:
+        post_save.connect(
+            changed, sender=model, dispatch_uid=f"guardrails.config.{model.__name__}"
+        )
+        post_delete.connect(
+            changed, sender=model, dispatch_uid=f"guardrails.config.del.{model.__name__}"
+        )
