@@ -85,6 +85,24 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     )
     actions = ["close"]
 
+    def changelist_view(self, request, extra_context=None):
+        # Every connector with its actions, beside the circuits of its targets.
+        open_circuits = {}
+        for circuit in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED):
+            open_circuits.setdefault(circuit.connector, []).append(circuit)
+        connectors = [
+            {
+                "name": name,
+                "actions": sorted(cls.actions),
+                "description": cls.description,
+                "circuits": open_circuits.get(name, []),
+            }
+            for name, cls in sorted(registry.available().items())
+        ]
+        return super().changelist_view(
+            request, {**(extra_context or {}), "connectors": connectors}
+        )
+
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
         colour = {"closed": "#2e7d32", "open": "#c62828", "half_open": "#ef6c00"}[obj.state]

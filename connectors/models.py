@@ -127,6 +127,8 @@ class CircuitBreaker(models.Model):
             ),
         ]
         ordering = ["connector", "target"]
+        verbose_name = "connector and circuit breaker"
+        verbose_name_plural = "connectors and circuit breakers"
 
     def __str__(self):
         return f"{self.connector} → {self.target}: {self.state}"

@@ -170,3 +170,18 @@ def test_admin_static_files_are_served_with_debug_off(client, settings):
 
     assert response.status_code == 200
     assert b"body" in b"".join(response.streaming_content)
+
+
+def test_the_connectors_page_lists_connectors_actions_and_open_circuits(admin_client):
+    from connectors.models import CircuitBreaker
+
+    CircuitBreaker.objects.create(connector="http", target="api.example.com", state="open")
+
+    page = admin_client.get("/admin/connectors/circuitbreaker/")
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    for name in ("log", "http", "webhook_forward", "email", "slack", "python"):
+        assert f"<b>{name}</b>" in text
+    assert "delete, get, patch, post, put" in text
+    assert "api.example.com: <b>Open</b>" in text
