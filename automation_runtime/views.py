@@ -50,12 +50,11 @@ def ready(request):
 
 
 def _live_workers() -> list[dict]:
-    from events.workers import live_workers
+    from events.stats import workers_summary
 
     try:
-        return [
-            {"id": w.worker_id, "last_seen_at": w.last_seen_at.isoformat()} for w in live_workers()
-        ]
+        # Unauthenticated: ids and heartbeats only.
+        return [{"id": w["id"], "last_seen_at": w["last_seen_at"]} for w in workers_summary()]
     except DatabaseError:
         return []
 

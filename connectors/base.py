@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import jsonschema
 
+from automation_runtime.patterns import json_path
+
 
 class ConnectorError(Exception):
     """Base class of the errors a connector raises."""
@@ -55,11 +57,6 @@ class Result:
     summary: dict = field(default_factory=dict)
 
 
-def _schema_error_text(error: jsonschema.ValidationError) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "(parameters)"
-    return f"{where}: {error.message}"
-
-
 class Connector:
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -83,7 +80,8 @@ class Connector:
             jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: e.path
         )
         if errors:
-            raise ValueError(_schema_error_text(errors[0]))
+            where = json_path(errors[0].absolute_path, root="(parameters)")
+            raise ValueError(f"{where}: {errors[0].message}")
         self.check(action, params)
 
     def check(self, action: str, params: dict) -> None:

@@ -1,10 +1,10 @@
-import fnmatch
 import random
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from automation_runtime.patterns import type_matches
 from connectors import registry, templating
 
 
@@ -62,11 +62,7 @@ class Route(models.Model):
         return f"{self.name}: {self.event_type} → {self.connector}.{self.action}"
 
     def matches(self, event_type: str) -> bool:
-        if "*" not in self.event_type:
-            return self.event_type == event_type
-        # fnmatchcase, not fnmatch: types are case-sensitive; only * is a wildcard.
-        pattern = self.event_type.replace("[", "[[]").replace("?", "[?]")
-        return fnmatch.fnmatchcase(event_type, pattern)
+        return type_matches(self.event_type, event_type)
 
     def retry_delay(self, attempt: int, *, rng=random) -> float:
         """Seconds to wait after failed try number `attempt` (1-based): full jitter."""

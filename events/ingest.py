@@ -19,7 +19,7 @@ from events.models import (
     SourceKey,
     hash_key,
 )
-from events.payloads import ParsedEvent
+from events.payloads import IngestError, ParsedEvent
 from guardrails import policy
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,12 @@ def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResul
     (counted on the stored event) for a different body; in both cases nothing new is
     stored. Executions are queued for the worker only after the transaction commits.
     """
-    decision = policy.decide_ingest(source=source, event_type=parsed.type)
+    try:
+        decision = policy.decide_ingest(
+            source=source, event_type=parsed.type, payload=parsed.payload
+        )
+    except policy.PayloadRejected as exc:
+        raise IngestError(400, "schema_violation", str(exc)) from None
     routes = Route.objects.matching(parsed.type)
 
     if decision.verdict is policy.Verdict.HOLD:

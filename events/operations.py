@@ -60,40 +60,55 @@ def _requeue(ids, *, from_statuses, note: str) -> list[int]:
     return moved
 
 
-def release_held(queryset, *, actor, via, reason: str = "") -> int:
-    """Queue held executions again. Returns how many were released."""
-    ids = _ids(queryset.filter(status=ExecutionStatus.HELD))
-    moved = _requeue(ids, from_statuses=[ExecutionStatus.HELD], note=f"released by {_name(actor)}")
+def replayable_statuses(*, force: bool = False) -> list[str]:
+    """What replay picks up: succeeded executions only when forced."""
+    return REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
+
+
+def _requeue_audited(queryset, statuses, *, verb: str, action: str, actor, via, reason, **details):
+    ids = _ids(queryset.filter(status__in=statuses))
+    moved = _requeue(ids, from_statuses=statuses, note=f"{verb} by {audit.actor_name(actor)}")
     audit.record(
         actor=actor,
         via=via,
-        action="executions.release",
+        action=action,
         target=_target(moved),
         reason=reason,
         count=len(moved),
+        **details,
     )
     return len(moved)
+
+
+def release_held(queryset, *, actor, via, reason: str = "") -> int:
+    """Queue held executions again. Returns how many were released."""
+    return _requeue_audited(
+        queryset,
+        [ExecutionStatus.HELD],
+        verb="released",
+        action="executions.release",
+        actor=actor,
+        via=via,
+        reason=reason,
+    )
 
 
 def replay(queryset, *, actor, via, force: bool = False, reason: str = "") -> int:
     """Run executions again as a new attempt with the same idempotency key.
 
-    Failed, cancelled, blocked and held executions are replayed; succeeded ones only with
-    force=True; queued, retrying and running ones are left alone. Returns how many.
+    Failed, cancelled, blocked, held and dry-run executions are replayed; succeeded ones
+    only with force=True; queued, retrying and running ones are left alone. Returns how many.
     """
-    statuses = REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
-    ids = _ids(queryset.filter(status__in=statuses))
-    moved = _requeue(ids, from_statuses=statuses, note=f"replayed by {_name(actor)}")
-    audit.record(
+    return _requeue_audited(
+        queryset,
+        replayable_statuses(force=force),
+        verb="replayed",
+        action="executions.replay",
         actor=actor,
         via=via,
-        action="executions.replay",
-        target=_target(moved),
         reason=reason,
-        count=len(moved),
         force=force,
     )
-    return len(moved)
 
 
 def cancel(queryset, *, actor, via, reason: str = "") -> int:
@@ -106,7 +121,7 @@ def cancel(queryset, *, actor, via, reason: str = "") -> int:
             pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE
         ).update(
             status=ExecutionStatus.CANCELLED,
-            status_reason=f"cancelled by {_name(actor)}",
+            status_reason=f"cancelled by {audit.actor_name(actor)}",
             finished_at=now,
             updated_at=now,
         )
@@ -174,10 +189,6 @@ def replay_events(queryset, *, actor, via, reason: str = "") -> int:
         count=created,
     )
     return created
-
-
-def _name(actor) -> str:
-    return actor.get_username() if hasattr(actor, "get_username") else str(actor)
 
 
 def _target(ids) -> str:

@@ -9,6 +9,7 @@ import json
 import unicodedata
 from dataclasses import dataclass
 
+from automation_runtime.patterns import json_path
 from guardrails.secrets import REDACTED, is_secret_header
 
 MAX_ID_LENGTH = 255
@@ -46,14 +47,6 @@ def _has_bad_characters(text: str) -> bool:
     return False
 
 
-def _path_text(path: tuple) -> str:
-    """`data.items[3].name`, or `(body)` for the top level."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(body)"
-
-
 def check_structure(
     payload, *, max_depth: int, max_keys: int = 10_000, max_string: int = 65_536
 ) -> None:
@@ -67,7 +60,7 @@ def check_structure(
             raise IngestError(
                 400,
                 "too_deep",
-                f"JSON is nested deeper than {max_depth} levels at {_path_text(path)}.",
+                f"JSON is nested deeper than {max_depth} levels at {json_path(path)}.",
             )
         if isinstance(value, dict):
             keys += len(value)
@@ -80,7 +73,7 @@ def check_structure(
                     raise IngestError(
                         400,
                         "invalid_character",
-                        f"A key at {_path_text(path)} has a NUL character, a lone surrogate "
+                        f"A key at {json_path(path)} has a NUL character, a lone surrogate "
                         "or is too long.",
                     )
                 stack.append((item, depth + 1, (*path, key)))
@@ -91,13 +84,13 @@ def check_structure(
                 raise IngestError(
                     400,
                     "invalid_character",
-                    f"The string at {_path_text(path)} has a NUL character or a lone surrogate.",
+                    f"The string at {json_path(path)} has a NUL character or a lone surrogate.",
                 )
             if len(value) > max_string:
                 raise IngestError(
                     400,
                     "string_too_long",
-                    f"The string at {_path_text(path)} is longer than {max_string} characters.",
+                    f"The string at {json_path(path)} is longer than {max_string} characters.",
                 )
 
 

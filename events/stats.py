@@ -68,3 +68,26 @@ def decisions_by_reason(limit: int = 20) -> list[dict]:
             or r["status_reason"].startswith(("rate limit", "circuit"))
         )
     return sorted(rows, key=lambda r: -r["count"])[:limit]
+
+
+def report() -> dict:
+    """Everything an operator asks first, as `/admin/status` and `manage.py status --json`
+    show it: mode and kill switches, counts, live workers, open circuits, decisions."""
+    from connectors import circuits
+    from guardrails.models import KillSwitch, RuntimeState
+
+    state = RuntimeState.current()
+    counts = counts_by_status()
+    return {
+        "mode": state.mode,
+        "kill_switch": state.kill_switch_json(),
+        "processed": counts["executions"]["succeeded"],
+        **counts,
+        "workers": workers_summary(),
+        "circuits": circuits.summary(),
+        "guardrail_decisions": decisions_by_reason(),
+        "scoped_kill_switches": [
+            {"scope": k.scope, "name": k.name, "reason": k.reason, "changed_by": k.changed_by}
+            for k in KillSwitch.objects.filter(engaged=True)
+        ],
+    }

@@ -1,11 +1,15 @@
 from guardrails.models import OperatorAction, Via
 
 
+def actor_name(actor) -> str:
+    """A user's username, or the name given (\"cli\", \"runaway-breaker\")."""
+    return actor.get_username() if hasattr(actor, "get_username") else str(actor)
+
+
 def record(*, actor, via: Via | str, action: str, target: str = "", reason: str = "", **details):
     """Append one entry to the audit log. `actor` is a user or a name."""
-    name = getattr(actor, "get_username", None)
     return OperatorAction.objects.create(
-        actor=name() if callable(name) else str(actor),
+        actor=actor_name(actor),
         via=via,
         action=action,
         target=target,

@@ -9,6 +9,20 @@ class ReasonRequired(ValueError):
     pass
 
 
+def _required(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("A reason is required for this change; it goes in the audit log.")
+    return reason
+
+
+def _locked_state() -> RuntimeState:
+    """The state row, locked FOR UPDATE: every guardrail change waits for the claims in
+    flight, which read it FOR SHARE (RuntimeState.for_claim)."""
+    RuntimeState.current()
+    return RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+
+
 def set_kill_switch(
     *, engaged: bool, actor, reason: str, via: Via | str
 ) -> tuple[RuntimeState, bool]:
@@ -17,14 +31,11 @@ def set_kill_switch(
     Returns (state, changed). Setting the switch to the state it already has changes
     nothing and writes no audit entry. A reason is required either way.
     """
-    reason = (reason or "").strip()
-    if not reason:
-        raise ReasonRequired("A reason is required to change the kill switch.")
+    reason = _required(reason)
     target_mode = Mode.KILLED if engaged else Mode.RUNNING
-    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    actor_name = audit.actor_name(actor)
     with transaction.atomic():
-        RuntimeState.current()
-        state = RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+        state = _locked_state()
         if state.mode == target_mode:
             return state, False
         previous = state.mode
@@ -52,16 +63,12 @@ def set_scoped_kill_switch(
 
     Returns (switch, changed). A reason is required either way.
     """
-    reason = (reason or "").strip()
-    if not reason:
-        raise ReasonRequired("A reason is required to change a kill switch.")
+    reason = _required(reason)
     if scope not in Scope.values:
         raise ValueError(f"scope must be one of {', '.join(Scope.values)}")
-    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    actor_name = audit.actor_name(actor)
     with transaction.atomic():
-        # Wait for the claims in flight, as the global switch does (RuntimeState.for_claim).
-        RuntimeState.current()
-        RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+        _locked_state()  # waits for the claims in flight, as the global switch does
         switch, _ = KillSwitch.objects.get_or_create(scope=scope, name=name)
         switch = KillSwitch.objects.select_for_update().get(pk=switch.pk)
         if switch.engaged == engaged:
@@ -83,13 +90,10 @@ def set_scoped_kill_switch(
 
 def set_dry_run(*, enabled: bool, actor, reason: str, via: Via | str) -> tuple[RuntimeState, bool]:
     """Switch global dry run on or off (only from running, or back to it); audited."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise ReasonRequired("A reason is required to change dry run.")
-    actor_name = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+    reason = _required(reason)
+    actor_name = audit.actor_name(actor)
     with transaction.atomic():
-        RuntimeState.current()
-        state = RuntimeState.objects.select_for_update().get(pk=RuntimeState.SINGLETON_ID)
+        state = _locked_state()
         want, expected = (Mode.DRY_RUN, Mode.RUNNING) if enabled else (Mode.RUNNING, Mode.DRY_RUN)
         if state.mode == want:
             return state, False

@@ -58,6 +58,14 @@ class RuntimeState(models.Model):
     def kill_switch_engaged(self) -> bool:
         return self.mode == Mode.KILLED
 
+    def kill_switch_json(self) -> dict:
+        return {
+            "engaged": self.kill_switch_engaged,
+            "changed_at": self.changed_at.isoformat() if self.changed_at else None,
+            "changed_by": self.changed_by or None,
+            "reason": self.reason or None,
+        }
+
     @classmethod
     def for_claim(cls) -> "RuntimeState":
         """The state, read inside a claim's transaction with a shared row lock.

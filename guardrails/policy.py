@@ -7,13 +7,13 @@ join these functions; callers do not change.
 
 import datetime
 import enum
-import fnmatch
 from dataclasses import dataclass
 
 from django.db.models import Q
 from django.utils import timezone
 
-from guardrails import config
+from automation_runtime.patterns import type_matches
+from guardrails import config, payloads
 from guardrails.models import (
     AllowedCallable,
     AllowedHost,
@@ -63,25 +63,30 @@ def _scoped_switch(snap, pairs: list[tuple[str, str]]) -> Decision | None:
     return None
 
 
-def _type_matches(pattern: str, event_type: str) -> bool:
-    if "*" not in pattern:
-        return pattern == event_type
-    return fnmatch.fnmatchcase(event_type, pattern.replace("[", "[[]").replace("?", "[?]"))
+class PayloadRejected(ValueError):
+    """The payload breaks a schema of its source and type: refuse it, store nothing."""
 
 
-def decide_ingest(*, source, event_type: str) -> Decision:
+def decide_ingest(*, source, event_type: str, payload=None) -> Decision:
     """What ingestion does with a new event of this source and type.
 
-    HOLD while the global or the source's kill switch is engaged; BLOCK a type the
-    source's allowlist does not list (once it lists any).
+    Raises PayloadRejected, naming the field, when `payload` breaks the source's JSON
+    Schema for the type. HOLD while the global or the source's kill switch is engaged;
+    BLOCK a type the source's allowlist does not list (once it lists any).
     """
     state = RuntimeState.current()
     snap = config.snapshot(state.config_token)
+    if payload is not None:
+        problem = payloads.schema_violation(
+            snap, source=source.name, event_type=event_type, payload=payload
+        )
+        if problem:
+            raise PayloadRejected(problem)
     decision = _kill_switch_decision(state) or _scoped_switch(snap, [(Scope.SOURCE, source.name)])
     if decision:
         return decision
     patterns = snap.allowed_types.get(source.name)
-    if patterns and not any(_type_matches(p, event_type) for p in patterns):
+    if patterns and not any(type_matches(p, event_type) for p in patterns):
         return Decision(
             Verdict.BLOCK,
             f"event type {event_type!r} is not on the allowlist of source {source.name!r}",

@@ -4,10 +4,9 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from automation_runtime.errors import error_response
-from connectors import circuits
-from events.stats import counts_by_status, decisions_by_reason, workers_summary
+from events import stats
 from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
-from guardrails.models import KillSwitch, RuntimeState, Via
+from guardrails.models import Via
 
 
 class StaffWithAnyPermission(permissions.BasePermission):
@@ -35,36 +34,12 @@ class CanChangeKillSwitch(StaffWithAnyPermission):
     perms = ("guardrails.change_kill_switch",)
 
 
-def _state_json(state: RuntimeState) -> dict:
-    return {
-        "engaged": state.kill_switch_engaged,
-        "changed_at": state.changed_at.isoformat() if state.changed_at else None,
-        "changed_by": state.changed_by or None,
-        "reason": state.reason or None,
-    }
-
-
 @api_view(["GET"])
 @permission_classes([CanViewStatus])
 def status(request):
-    """GET /admin/status: mode, kill switch, processed count, events and executions by status."""
-    state = RuntimeState.current()
-    counts = counts_by_status()
-    return Response(
-        {
-            "mode": state.mode,
-            "kill_switch": _state_json(state),
-            "processed": counts["executions"]["succeeded"],
-            **counts,
-            "workers": workers_summary(),
-            "circuits": circuits.summary(),
-            "guardrail_decisions": decisions_by_reason(),
-            "scoped_kill_switches": [
-                {"scope": k.scope, "name": k.name, "reason": k.reason, "changed_by": k.changed_by}
-                for k in KillSwitch.objects.filter(engaged=True)
-            ],
-        }
-    )
+    """GET /admin/status: mode, kill switches, processed count, counts by status, workers,
+    open circuits and standing guardrail decisions."""
+    return Response(stats.report())
 
 
 class KillSwitchParams(serializers.Serializer):
@@ -126,4 +101,6 @@ def kill_switch(request):
         )
     except ReasonRequired as exc:
         return error_response(400, "invalid_reason", str(exc))
-    return Response({"mode": state.mode, "changed": changed, "kill_switch": _state_json(state)})
+    return Response(
+        {"mode": state.mode, "changed": changed, "kill_switch": state.kill_switch_json()}
+    )

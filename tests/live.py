@@ -6,6 +6,7 @@ the demo fixtures and credentials exactly as `make run` does, and talks to it on
 HTTP on 127.0.0.1.
 """
 
+import json
 import os
 import signal
 import socket
@@ -162,8 +163,7 @@ class LiveRuntime:
 
     def restart(self):
         self.stop()
-        self.port = self.port  # same address, as a restarted server would have
-        return self.start()
+        return self.start()  # same port and database, as a restarted server would have
 
     def close(self):
         self.stop()
@@ -172,7 +172,7 @@ class LiveRuntime:
 
     # -- HTTP helpers ---------------------------------------------------------------
     def post_event(self, body, *, key: str = "demo-key", headers: dict | None = None, **kwargs):
-        data = body if isinstance(body, bytes | str) else __import__("json").dumps(body)
+        data = body if isinstance(body, bytes | str) else json.dumps(body)
         hdrs = {"Content-Type": "application/json", "X-API-Key": key, **(headers or {})}
         return requests.post(self.url + "/webhook", data=data, headers=hdrs, timeout=30, **kwargs)
 

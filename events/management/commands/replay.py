@@ -19,6 +19,28 @@ def when(value: str) -> datetime.datetime:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, datetime.UTC)
 
 
+# option -> lookup, for the events (--unrouted, --blocked) and for the executions
+EVENT_FILTERS = {
+    "source": "source__name",
+    "type": "type",
+    "since": "received_at__gte",
+    "until": "received_at__lt",
+}
+EXECUTION_FILTERS = {
+    "ids": "pk__in",
+    "status": "status",
+    "source": "event__source__name",
+    "type": "event__type",
+    "route": "route__name",
+    "since": "created_at__gte",
+    "until": "created_at__lt",
+}
+
+
+def _narrow(queryset, lookups: dict, chosen: dict):
+    return queryset.filter(**{lookups[k]: v for k, v in chosen.items() if v and k in lookups})
+
+
 class Command(BaseCommand):
     help = (
         "Run executions again with their idempotency keys: failed, cancelled, blocked and held "
@@ -69,18 +91,18 @@ class Command(BaseCommand):
         actor,
         **options,
     ):
+        chosen = {
+            "ids": ids,
+            "status": status,
+            "source": source,
+            "type": type,
+            "route": route,
+            "since": since,
+            "until": until,
+        }
         if unrouted or blocked:
-            wanted = [EventStatus.UNROUTED] if unrouted else []
-            wanted += [EventStatus.BLOCKED] if blocked else []
-            events = Event.objects.filter(status__in=wanted)
-            if source:
-                events = events.filter(source__name=source)
-            if type:
-                events = events.filter(type=type)
-            if since:
-                events = events.filter(received_at__gte=since)
-            if until:
-                events = events.filter(received_at__lt=until)
+            wanted = [EventStatus.UNROUTED] * unrouted + [EventStatus.BLOCKED] * blocked
+            events = _narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
             if dry_run:
                 self.stdout.write(f"{events.count()} event(s) would be routed.")
                 return
@@ -88,29 +110,19 @@ class Command(BaseCommand):
             self.stdout.write(f"{n} execution(s) created.")
             return
 
-        executions = Execution.objects.all()
-        if ids:
-            executions = executions.filter(pk__in=ids)
-        if status:
-            executions = executions.filter(status=status)
-        if source:
-            executions = executions.filter(event__source__name=source)
-        if type:
-            executions = executions.filter(event__type=type)
-        if route:
-            executions = executions.filter(route__name=route)
-        if since:
-            executions = executions.filter(created_at__gte=since)
-        if until:
-            executions = executions.filter(created_at__lt=until)
-        if not (ids or status or source or type or route or since or until):
+        if not any(chosen.values()):
             raise CommandError("Say which executions: ids, or at least one filter.")
+        executions = _narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
 
-        eligible = operations.REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
-        chosen = executions.filter(status__in=eligible)
+        eligible = operations.replayable_statuses(force=force)
         if dry_run:
             total = 0
-            for ex in chosen.select_related("event", "route").order_by("pk").iterator():
+            for ex in (
+                executions.filter(status__in=eligible)
+                .select_related("event", "route")
+                .order_by("pk")
+                .iterator()
+            ):
                 total += 1
                 self.stdout.write(
                     f"{ex.pk}\t{ex.status}\t{ex.route.name}\t{ex.event.type}\t{ex.event.event_id}"

@@ -2,8 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from events.stats import counts_by_status, workers_summary
-from guardrails.models import RuntimeState
+from events import stats
 
 
 class Command(BaseCommand):
@@ -15,37 +14,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, as_json: bool = False, **options):
-        state = RuntimeState.current()
-        counts = counts_by_status()
-        workers = workers_summary()
+        report = stats.report()
         if as_json:
-            self.stdout.write(
-                json.dumps(
-                    {
-                        "mode": state.mode,
-                        "kill_switch": {
-                            "engaged": state.kill_switch_engaged,
-                            "reason": state.reason or None,
-                            "changed_by": state.changed_by or None,
-                            "changed_at": state.changed_at.isoformat()
-                            if state.changed_at
-                            else None,
-                        },
-                        "processed": counts["executions"]["succeeded"],
-                        **counts,
-                        "workers": workers,
-                    },
-                    indent=2,
-                )
-            )
+            self.stdout.write(json.dumps(report, indent=2))
             return
-        self.stdout.write(f"mode: {state.mode}" + (f" ({state.reason})" if state.reason else ""))
+        reason = report["kill_switch"]["reason"]
+        self.stdout.write(f"mode: {report['mode']}" + (f" ({reason})" if reason else ""))
+        for switch in report["scoped_kill_switches"]:
+            self.stdout.write(f"kill switch engaged: {switch['scope']} {switch['name']}")
         for kind in ("events", "executions"):
             self.stdout.write(f"\n{kind}:")
-            for name, n in counts[kind].items():
+            for name, n in report[kind].items():
                 self.stdout.write(f"  {name:<10} {n:>10}")
-        self.stdout.write(f"\nlive workers: {len(workers)}")
-        for w in workers:
+        self.stdout.write(f"\nlive workers: {len(report['workers'])}")
+        for w in report["workers"]:
             self.stdout.write(
                 f"  {w['id']}  last seen {w['last_seen_at']}  ran {w['executions_run']}"
+            )
+        for circuit in report["circuits"]:
+            self.stdout.write(
+                f"circuit {circuit['state']}: {circuit['connector']} -> {circuit['target']}"
             )
