@@ -29,6 +29,10 @@ if not SECRET_KEY:
         else secrets.token_urlsafe(50)
     )
 
+# Older keys, still accepted for sessions and for reading sources' signing secrets while
+# SECRET_KEY is being rotated.
+SECRET_KEY_FALLBACKS = envlist("SECRET_KEY_FALLBACKS", [])
+
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
@@ -41,6 +45,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_tasks",
     "django_tasks_db",
     "guardrails",
@@ -139,6 +144,9 @@ MAX_BODY_BYTES = envint("MAX_BODY_BYTES", 262144, minimum=1)
 MAX_JSON_DEPTH = envint("MAX_JSON_DEPTH", 64, minimum=1)
 MAX_JSON_KEYS = envint("MAX_JSON_KEYS", 10_000, minimum=1)
 MAX_STRING_LENGTH = envint("MAX_STRING_LENGTH", 65_536, minimum=1)
+# How far a signed request's timestamp may be from our clock, either way (signature schemes
+# that carry a timestamp: Standard Webhooks, Stripe, Slack).
+SIGNATURE_TOLERANCE_SECONDS = envint("SIGNATURE_TOLERANCE_SECONDS", 300, minimum=1)
 # Django refuses request bodies above this before our view sees them; keep it in step.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_BODY_BYTES, 2621440)
 
@@ -152,6 +160,41 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "automation_runtime.errors.drf_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema at /api/schema/ (shared pieces in automation_runtime/openapi.py).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Automation Runtime API",
+    "VERSION": "0.1.0",
+    "DESCRIPTION": (
+        "Webhook ingestion and the operator API of the automation runtime. Every error is "
+        '`{"status": "error", "error": {"code", "message"}}`: the code is stable, the '
+        "message is for people."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Public: the schema names no secret, and a bad credential must not hide it.
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["automation_runtime.openapi.drop_trailing_slash_aliases"],
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorStatusEnum": "automation_runtime.openapi.ERROR_STATUSES",
+        "WebhookAckStatusEnum": "automation_runtime.openapi.WEBHOOK_ACK_STATUSES",
+        "ConflictStatusEnum": "automation_runtime.openapi.CONFLICT_STATUSES",
+        "HealthStatusEnum": "automation_runtime.openapi.HEALTH_STATUSES",
+        "ReadinessStatusEnum": "automation_runtime.openapi.READINESS_STATUSES",
+    },
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            # OperatorToken (Authorization: Bearer) comes from its extension in openapi.py.
+            "ApiKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "One of the source's API keys; it also names the source.",
+            },
+        },
+    },
 }
 
 TASKS = {

@@ -1,5 +1,12 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.views import SpectacularAPIView
 
 from automation_runtime import views
 from events import views as event_views
@@ -8,13 +15,31 @@ from guardrails import views as guardrail_views
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
-    path("webhook", event_views.webhook, name="webhook"),
-    path("webhook/", event_views.webhook),
+    path("webhook", event_views.WebhookView.as_view(), name="webhook"),
+    path("webhook/", event_views.WebhookView.as_view()),
+    path(
+        "webhook/<slug:source>",
+        event_views.SourceWebhookView.as_view(),
+        name="source-webhook",
+    ),
     # Operator JSON endpoints live beside the admin; they come first so the admin's
     # catch-all does not swallow them.
     path("admin/status", guardrail_views.status, name="operator-status"),
     path("admin/kill_switch", guardrail_views.kill_switch, name="operator-kill-switch"),
     path("admin/", admin.site.urls),
+    # JSON unless YAML is asked for (Accept: application/yaml or ?format=yaml).
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(
+            renderer_classes=[
+                OpenApiJsonRenderer2,
+                OpenApiJsonRenderer,
+                OpenApiYamlRenderer,
+                OpenApiYamlRenderer2,
+            ]
+        ),
+        name="openapi-schema",
+    ),
 ]
 
 handler400 = "automation_runtime.views.bad_request"

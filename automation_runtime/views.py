@@ -2,9 +2,14 @@ import logging
 
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
-from django.http import JsonResponse
 from django.views import defaults
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
 
+from automation_runtime import openapi
 from automation_runtime.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -12,9 +17,34 @@ logger = logging.getLogger(__name__)
 _migrations_seen_applied = False
 
 
+class AnyAccept(BaseContentNegotiation):
+    """JSON whatever the Accept header says: a probe must not fail on 406."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def _probe(func):
+    """A public GET (and HEAD) endpoint without authentication or content negotiation."""
+    func.content_negotiation_class = AnyAccept
+    return api_view(["GET", "HEAD"])(
+        authentication_classes([])(permission_classes([AllowAny])(func))
+    )
+
+
+@extend_schema(
+    operation_id="health",
+    summary="Liveness",
+    tags=["probes"],
+    responses={200: openapi.HealthSerializer},
+)
+@_probe
 def health(request):
     """GET /health: the process is up. No database, no auth."""
-    return JsonResponse({"status": "ok"})
+    return Response({"status": "ok"})
 
 
 def _pending_migrations() -> int:
@@ -22,6 +52,21 @@ def _pending_migrations() -> int:
     return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
 
 
+@extend_schema(
+    operation_id="ready",
+    summary="Readiness",
+    tags=["probes"],
+    responses={
+        200: OpenApiResponse(
+            openapi.ReadinessSerializer, description="The database answers; migrations applied."
+        ),
+        503: OpenApiResponse(
+            openapi.ReadinessSerializer,
+            description="`not_ready`: the database is unavailable or migrations are pending.",
+        ),
+    },
+)
+@_probe
 def ready(request):
     """GET /ready: the database answers and every migration is applied; 503 otherwise."""
     global _migrations_seen_applied
@@ -46,7 +91,7 @@ def ready(request):
     if ok:
         # Reported, not required: a web server without workers still accepts events safely.
         body["workers"] = _live_workers()
-    return JsonResponse(body, status=200 if ok else 503)
+    return Response(body, status=200 if ok else 503)
 
 
 def _live_workers() -> list[dict]:

@@ -12,19 +12,63 @@ def hash_key(key: str) -> str:
 
 
 class AuthScheme(models.TextChoices):
+    """How a source proves a request is its own. See docs/sources.md."""
+
     API_KEY = "api_key", "API key"
-    """The sender presents one of the source's API keys in a header."""
+    STANDARD_WEBHOOKS = "standard_webhooks", "Standard Webhooks"
+    GITHUB = "github", "GitHub"
+    STRIPE = "stripe", "Stripe"
+    SHOPIFY = "shopify", "Shopify"
+    SLACK = "slack", "Slack"
+
+
+class IdFrom(models.TextChoices):
+    DEFAULT = "default", "the scheme's default"
+    HEADER = "header", "a request header"
+    BODY = "body", "a path in the JSON body"
+    BODY_SHA256 = "body_sha256", "SHA-256 of the raw body"
+
+
+class TypeFrom(models.TextChoices):
+    DEFAULT = "default", "the scheme's default"
+    HEADER = "header", "a request header"
+    BODY = "body", "a path in the JSON body"
+    FIXED = "fixed", "a fixed type"
 
 
 class Source(models.Model):
-    """Who may send events."""
+    """Who may send events, how they prove it, and where each event's id and type come from."""
 
-    name = models.SlugField(max_length=100, unique=True)
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="Also the URL: POST /webhook/<name>."
+    )
     enabled = models.BooleanField(default=True)
     auth_scheme = models.CharField(
         max_length=max(len(v) for v in AuthScheme.values),
         choices=AuthScheme.choices,
         default=AuthScheme.API_KEY,
+    )
+    api_key_header = models.CharField(
+        max_length=100,
+        default="X-API-Key",
+        help_text="Where an api_key source's sender puts its key (on POST /webhook/<name>).",
+    )
+    event_id_from = models.CharField(
+        max_length=max(len(v) for v in IdFrom.values),
+        choices=IdFrom.choices,
+        default=IdFrom.DEFAULT,
+        help_text="Where the event id comes from. Duplicates are detected per source by it.",
+    )
+    event_id_field = models.CharField(
+        max_length=255, blank=True, help_text="The header name or the body path (a.b.c)."
+    )
+    type_from = models.CharField(
+        max_length=max(len(v) for v in TypeFrom.values),
+        choices=TypeFrom.choices,
+        default=TypeFrom.DEFAULT,
+    )
+    type_field = models.CharField(
+        max_length=255, blank=True, help_text="The header name, the body path, or the type."
     )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -35,49 +79,111 @@ class Source(models.Model):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        from events import edge
+
+        edge.check_rules(self)
+
     def issue_key(self, *, key: str | None = None, label: str = "") -> tuple["SourceKey", str]:
         """Add an API key; returns the row and the plain key, which is never stored."""
         key = key or f"ak_{secrets.token_urlsafe(32)}"
         row = SourceKey.objects.create(
-            source=self, key_hash=hash_key(key), prefix=key[:6], label=label
+            source=self,
+            kind=CredentialKind.API_KEY,
+            key_hash=hash_key(key),
+            prefix=key[:6],
+            label=label,
         )
         return row, key
 
 
+class CredentialKind(models.TextChoices):
+    API_KEY = "api_key", "API key (stored hashed)"
+    SECRET = "secret", "signing secret (stored encrypted)"
+
+
 class SourceKeyQuerySet(models.QuerySet):
-    def active(self):
-        now = timezone.now()
+    def active(self, now=None):
+        now = now or timezone.now()
         return self.filter(revoked_at__isnull=True).filter(
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
 
 class SourceKey(models.Model):
-    """One API key of a source. Several may be active at once, for rotation."""
+    """One credential of a source: an API key (hashed) or a signing secret (encrypted with
+    a key derived from SECRET_KEY). Several may be active at once, for rotation."""
 
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="keys")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    kind = models.CharField(
+        max_length=max(len(v) for v in CredentialKind.values),
+        choices=CredentialKind.choices,
+        default=CredentialKind.API_KEY,
+        editable=False,
+    )
+    key_hash = models.CharField(max_length=64, editable=False, db_index=True)
+    secret_ciphertext = models.TextField(blank=True, editable=False)
     prefix = models.CharField(
-        max_length=12, editable=False, help_text="The key's first characters, to tell keys apart."
+        max_length=12,
+        editable=False,
+        help_text="The first characters, to tell credentials apart.",
     )
     label = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Refused from this time on (set by rotation)."
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = SourceKeyQuerySet.as_manager()
 
     class Meta:
-        verbose_name = "API key"
+        verbose_name = "credential"
         ordering = ["-created_at"]
+        constraints = [
+            # /webhook finds the source by its key, so an API key belongs to one source.
+            models.UniqueConstraint(
+                fields=["key_hash"],
+                condition=models.Q(kind="api_key"),
+                name="events_sourcekey_api_key_uniq",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.prefix}…"
 
+    def is_active_at(self, now) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
     @property
     def is_active(self) -> bool:
-        now = timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+        return self.is_active_at(timezone.now())
+
+
+class RejectedRequest(models.Model):
+    """Requests refused with 401, counted per day, source and reason, for operators.
+
+    The sender only ever sees one uniform 401; the reason is kept here."""
+
+    day = models.DateField()
+    source_name = models.CharField(
+        max_length=100, help_text="The source, or `?` when the name or key matched none."
+    )
+    reason = models.CharField(max_length=40)
+    count = models.PositiveBigIntegerField(default=0)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "-count"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "source_name", "reason"], name="events_rejected_day_uniq"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.day} {self.source_name} {self.reason}: {self.count}"
 
 
 class EventStatus(models.TextChoices):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import unicodedata
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from automation_runtime.patterns import json_path
 from guardrails.secrets import REDACTED, is_secret_header
@@ -94,7 +95,7 @@ def check_structure(
                 )
 
 
-def _valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
+def valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise IngestError(400, code, f"{field} must be a string.")
     text = str(value)
@@ -113,18 +114,10 @@ def canonical_hash(payload) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse(
-    raw: bytes,
-    *,
-    idempotency_key: str | None,
-    max_depth: int,
-    max_keys: int = 10_000,
-    max_string: int = 65_536,
-) -> ParsedEvent:
-    """Decode, parse and validate one webhook body.
-
-    The event id is the body's `event_id`, or else the Idempotency-Key header.
-    """
+def parse_object(
+    raw: bytes, *, max_depth: int, max_keys: int = 10_000, max_string: int = 65_536
+) -> dict:
+    """Decode, parse and check one JSON object body."""
     if not raw.strip():
         raise IngestError(400, "empty_body", "The request body is empty.")
     try:
@@ -144,25 +137,30 @@ def parse(
     if not isinstance(payload, dict):
         raise IngestError(400, "not_an_object", "The request body must be a JSON object.")
     check_structure(payload, max_depth=max_depth, max_keys=max_keys, max_string=max_string)
+    return payload
 
-    raw_id = payload.get("event_id")
-    if raw_id is None:
-        raw_id = idempotency_key
-    if raw_id is None:
-        raise IngestError(
-            400,
-            "missing_event_id",
-            "No event id: send an `event_id` field or an Idempotency-Key header.",
+
+def form_payload(raw: bytes) -> bytes:
+    """The JSON in a form body's single `payload` field, as GitHub and Slack can send it."""
+    try:
+        fields = parse_qs(
+            raw.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=100,
         )
-    event_id = _valid_identifier(
-        raw_id, field="event_id", code="invalid_event_id", max_length=MAX_ID_LENGTH
-    )
+    except (UnicodeDecodeError, ValueError):
+        fields = {}
+    values = fields.get("payload")
+    if not values or len(values) != 1:
+        raise IngestError(
+            400, "invalid_form", "A form body must carry the event as JSON in one `payload` field."
+        )
+    return values[0].encode("utf-8")
 
-    if "type" not in payload:
-        raise IngestError(400, "missing_type", "No event type: send a `type` field.")
-    event_type = _valid_identifier(
-        payload["type"], field="type", code="invalid_type", max_length=MAX_TYPE_LENGTH
-    )
+
+def parsed_event(payload: dict, event_id: str, event_type: str) -> ParsedEvent:
     return ParsedEvent(
         event_id=event_id, type=event_type, payload=payload, body_hash=canonical_hash(payload)
     )
@@ -181,8 +179,10 @@ MAX_HEADERS = 50
 MAX_HEADER_VALUE = 1024
 
 
-def select_headers(headers) -> dict[str, str]:
-    """The request headers worth keeping, lowercased, with secrets redacted."""
+def select_headers(headers, *, secret_header: str = "") -> dict[str, str]:
+    """The request headers worth keeping, lowercased, with secrets (and the source's own
+    credential header, `secret_header`) redacted."""
+    also = frozenset({secret_header.lower()} if secret_header else ())
     kept: dict[str, str] = {}
     for name, value in headers.items():
         lower = name.lower()
@@ -190,7 +190,7 @@ def select_headers(headers) -> dict[str, str]:
             continue
         if len(kept) >= MAX_HEADERS:
             break
-        if is_secret_header(lower):
+        if is_secret_header(lower, also):
             kept[lower] = REDACTED
         else:
             kept[lower] = "".join(ch for ch in value[:MAX_HEADER_VALUE] if ch.isprintable())

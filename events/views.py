@@ -3,10 +3,14 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
 
 from automation_runtime.errors import error_response
-from events import ingest, payloads
+from automation_runtime.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
+from events import edge, ingest, payloads
+from events.models import AuthScheme
 from events.payloads import IngestError
 
 logger = logging.getLogger(__name__)
@@ -46,56 +50,106 @@ def _read_body(request, limit: int) -> bytes:
     return body
 
 
-@csrf_exempt
-def webhook(request):
-    """POST /webhook: one event from an API-key source. See the ingestion contract."""
-    if request.method != "POST":
-        return error_response(405, "method_not_allowed", "Use POST.", Allow="POST")
-    try:
-        return _webhook(request)
-    except IngestError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    except DatabaseError as exc:
-        logger.warning("webhook: database unavailable (%s: %s)", type(exc).__name__, exc)
-        return error_response(
-            503, "database_unavailable", "The event was not stored; try again.", Retry_After="5"
-        )
+class _FirstRenderer(BaseContentNegotiation):
+    """Answer in JSON whatever the sender's Accept header says: senders' Accept headers
+    vary (Stripe sends application/xml among others) and a webhook must not fail on 406."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
-def _webhook(request):
-    limit = settings.MAX_BODY_BYTES
+class _EdgeView(APIView):
+    """Our own edge: no DRF authentication, parsing or metadata. The views read the raw
+    bytes themselves, because signatures are checked over exactly those bytes."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    parser_classes = []
+    throttle_classes = []
+    metadata_class = None
+    content_negotiation_class = _FirstRenderer
+
+    def answer(self, handler, request, *args):
+        try:
+            return handler(request._request, *args)
+        except IngestError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        except DatabaseError as exc:
+            logger.warning("webhook: database unavailable (%s: %s)", type(exc).__name__, exc)
+            return error_response(
+                503,
+                "database_unavailable",
+                "The event was not stored; try again.",
+                Retry_After="5",
+            )
+
+
+class WebhookView(_EdgeView):
+    """POST /webhook: one event from an api_key source, found by its X-API-Key."""
+
+    @WEBHOOK_SCHEMA
+    def post(self, request):
+        return self.answer(_webhook, request)
+
+
+class SourceWebhookView(_EdgeView):
+    """POST /webhook/<source>: one event, proven by the source's own scheme."""
+
+    @SOURCE_WEBHOOK_SCHEMA
+    def post(self, request, source):
+        return self.answer(_source_webhook, request, source)
+
+
+def _check_declared_length(request, limit: int) -> None:
     # Decided from Content-Length before anything else is read.
     length = request.META.get("CONTENT_LENGTH")
     if length and length.isdigit() and int(length) > limit:
-        return error_response(413, "body_too_large", f"The body is larger than {limit} bytes.")
+        raise IngestError(413, "body_too_large", f"The body is larger than {limit} bytes.")
 
-    source = ingest.source_for_api_key(request.headers.get("X-API-Key"))
-    if source is None:
-        return error_response(
-            401,
-            "unauthorized",
-            "Missing or invalid API key.",
-            WWW_Authenticate='ApiKey header="X-API-Key"',
-        )
 
+def _refused(exc: edge.Rejected, challenge: str):
+    """One 401 for every failure: the reason is counted for operators, not told."""
+    logger.info("webhook refused: source=%s reason=%s", exc.source_name, exc.reason)
+    edge.record_rejection(exc)
+    return error_response(
+        401, "unauthorized", "Missing or invalid credentials.", WWW_Authenticate=challenge
+    )
+
+
+def _json_body(request, raw: bytes, *, allow_form: bool) -> dict:
     content_type = request.content_type or ""
     charset = (request.content_params or {}).get("charset", "utf-8").lower()
-    if not _is_json(content_type) or charset not in ("utf-8", "utf8"):
-        return error_response(
-            415,
-            "unsupported_media_type",
-            "Send the event as JSON: Content-Type: application/json.",
-        )
-
-    raw = _read_body(request, limit)
-    parsed = payloads.parse(
+    if allow_form and content_type == "application/x-www-form-urlencoded":
+        raw = payloads.form_payload(raw)
+    elif not _is_json(content_type) or charset not in ("utf-8", "utf8"):
+        return _unsupported(allow_form)
+    return payloads.parse_object(
         raw,
-        idempotency_key=request.headers.get("Idempotency-Key"),
         max_depth=settings.MAX_JSON_DEPTH,
         max_keys=settings.MAX_JSON_KEYS,
         max_string=settings.MAX_STRING_LENGTH,
     )
-    result = ingest.ingest(source, parsed, headers=payloads.select_headers(request.headers))
+
+
+def _unsupported(allow_form: bool):
+    hint = " (or a form with a `payload` field)" if allow_form else ""
+    raise IngestError(
+        415,
+        "unsupported_media_type",
+        f"Send the event as JSON: Content-Type: application/json{hint}.",
+    )
+
+
+def _acknowledge(source, payload: dict, request, raw: bytes):
+    event_id, event_type = edge.identify(source, payload, request.headers, raw)
+    result = ingest.ingest(
+        source,
+        payloads.parsed_event(payload, event_id, event_type),
+        headers=payloads.select_headers(request.headers, secret_header=source.api_key_header),
+    )
     body = {
         # An event no route matched is still accepted: the sender's part is done.
         "status": "accepted" if result.outcome == "unrouted" else result.outcome,
@@ -110,3 +164,33 @@ def _webhook(request):
             ),
         }
     return JsonResponse(body, status=result.http_status)
+
+
+def _webhook(request):
+    limit = settings.MAX_BODY_BYTES
+    _check_declared_length(request, limit)
+    try:
+        source = edge.authenticate_api_key(request.headers.get("X-API-Key"))
+    except edge.Rejected as exc:
+        return _refused(exc, 'ApiKey header="X-API-Key"')
+    if not _is_json(request.content_type or ""):
+        _unsupported(allow_form=False)
+    raw = _read_body(request, limit)
+    return _acknowledge(source, _json_body(request, raw, allow_form=False), request, raw)
+
+
+def _source_webhook(request, name: str):
+    limit = settings.MAX_BODY_BYTES
+    _check_declared_length(request, limit)
+    try:
+        source, raw = edge.authenticate(name, request.headers, lambda: _read_body(request, limit))
+    except edge.Rejected as exc:
+        return _refused(exc, 'Webhook realm="webhook"')
+    payload = _json_body(request, raw, allow_form=True)
+    if source.auth_scheme == AuthScheme.SLACK and payload.get("type") == "url_verification":
+        # Slack checks a new Request URL with a signed challenge; answer it, store nothing.
+        challenge = payload.get("challenge")
+        if not isinstance(challenge, str) or not challenge:
+            raise IngestError(400, "invalid_challenge", "url_verification without a challenge.")
+        return JsonResponse({"challenge": challenge})
+    return _acknowledge(source, payload, request, raw)

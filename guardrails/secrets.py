@@ -3,19 +3,23 @@
 REDACTED = "[redacted]"
 
 _MARKERS = (
-    "authorization",
+    "auth",
     "cookie",
-    "api-key",
-    "apikey",
+    "key",
     "token",
+    "hmac",
     "secret",
     "signature",
     "password",
 )
 
 
-def is_secret_header(name: str) -> bool:
+def is_secret_header(name: str, also: frozenset[str] = frozenset()) -> bool:
+    """Broad on purpose: a header that merely looks like a credential is redacted too.
+    `also` adds names (lowercase) a source uses for its credential."""
     lower = name.lower()
+    if lower in also:
+        return True
     return lower != "idempotency-key" and any(marker in lower for marker in _MARKERS)
 
 

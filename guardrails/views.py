@@ -1,8 +1,15 @@
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import permissions, serializers
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from automation_runtime import openapi
 from automation_runtime.errors import error_response
 from events import stats
 from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
@@ -34,6 +41,19 @@ class CanChangeKillSwitch(StaffWithAnyPermission):
     perms = ("guardrails.change_kill_switch",)
 
 
+@extend_schema(
+    operation_id="operator_status",
+    summary="Runtime status",
+    tags=["operator"],
+    parameters=[openapi.BEARER_CHALLENGE],
+    responses={
+        200: OpenApiResponse(
+            openapi.StatusReportSerializer,
+            description="Mode and kill switches, counts, workers, circuits, decisions.",
+        ),
+        **openapi.operator_errors(CanViewStatus.message),
+    },
+)
 @api_view(["GET"])
 @permission_classes([CanViewStatus])
 def status(request):
@@ -57,6 +77,60 @@ class KillSwitchParams(serializers.Serializer):
         return attrs
 
 
+_SCOPE_PARAMETERS = [
+    OpenApiParameter(
+        scope,
+        {"type": "string", "minLength": 1, "maxLength": 100},
+        description=f"Engage or release only the kill switch of this {scope} "
+        "(name at most one of source, route, connector).",
+    )
+    for scope in ("source", "route", "connector")
+]
+
+
+@extend_schema(
+    operation_id="operator_kill_switch",
+    summary="Engage or release a kill switch",
+    description=(
+        "Engages (`enabled=true`) or releases (`enabled=false`) the global kill switch, or "
+        "that of one source, route or connector, and records who did it and why in the "
+        "audit log. Setting a switch to the state it has changes nothing (`changed: "
+        "false`). The parameters may also come in a JSON or form body; the query string "
+        "wins where both name one."
+    ),
+    tags=["operator"],
+    parameters=[
+        OpenApiParameter("enabled", bool, required=True, description="Engage or release."),
+        OpenApiParameter(
+            "reason",
+            {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": r"\S"},
+            required=True,
+            description="Why; it goes in the audit log.",
+        ),
+        *_SCOPE_PARAMETERS,
+        openapi.BEARER_CHALLENGE,
+    ],
+    request=dict.fromkeys(
+        ("application/json", "application/x-www-form-urlencoded", "multipart/form-data"),
+        openapi.KillSwitchParamsSerializer,
+    ),
+    responses={
+        200: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="KillSwitchChange",
+                serializers=[
+                    openapi.KillSwitchResultSerializer,
+                    openapi.ScopedKillSwitchResultSerializer,
+                ],
+                resource_type_field_name=None,
+            ),
+            description="The switch after the call: the global one, or the scoped one named.",
+        ),
+        **openapi.operator_errors(CanChangeKillSwitch.message, with_body=True),
+        # A reason of 1,000 characters can take 12 kB in a query string.
+        **openapi.URI_TOO_LONG,
+    },
+)
 @api_view(["POST"])
 @permission_classes([CanChangeKillSwitch])
 @parser_classes([JSONParser, FormParser, MultiPartParser])
@@ -93,7 +167,8 @@ def kill_switch(request):
                     "changed": changed,
                     "reason": switch.reason,
                     "changed_by": switch.changed_by,
-                    "changed_at": switch.changed_at.isoformat(),
+                    # None for a switch never engaged: releasing it creates it unchanged.
+                    "changed_at": switch.changed_at.isoformat() if switch.changed_at else None,
                 }
             )
         state, changed = set_kill_switch(

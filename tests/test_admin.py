@@ -37,6 +37,9 @@ def test_a_new_source_gets_a_key_shown_once_and_stored_hashed(admin_client):
             "name": "billing",
             "enabled": "on",
             "auth_scheme": "api_key",
+            "api_key_header": "X-API-Key",
+            "event_id_from": "default",
+            "type_from": "default",
             "description": "",
             "keys-TOTAL_FORMS": "0",
             "keys-INITIAL_FORMS": "0",
@@ -55,10 +58,24 @@ def test_a_new_source_gets_a_key_shown_once_and_stored_hashed(admin_client):
     assert key.encode() not in page.content
 
 
-def test_generating_a_key_for_rotation_keeps_the_old_key_working(admin_client, client, source):
+def test_rotating_a_key_shows_the_new_one_once_and_keeps_the_old_key_working(
+    admin_client, client, source
+):
+    form = admin_client.post(
+        "/admin/events/source/",
+        {"action": "rotate_credentials", "_selected_action": [source.pk]},
+    )
+    assert b"Rotate the credentials of shop" in form.content
+    assert source.keys.count() == 1, "nothing changes before the operator confirms"
+
     response = admin_client.post(
         "/admin/events/source/",
-        {"action": "generate_key", "_selected_action": [source.pk]},
+        {
+            "action": "rotate_credentials",
+            "_selected_action": [source.pk],
+            "confirm": "yes",
+            "overlap": "24h",
+        },
         follow=True,
     )
 

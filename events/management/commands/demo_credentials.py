@@ -16,6 +16,8 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nDemo credentials (demo mode only):\n"
             f"  source 'demo' API key:  X-API-Key: {creds['api_key']}\n"
+            f"  source '{creds['github_source']}' secret: {creds['github_secret']}"
+            "  (GitHub signature, POST /webhook/demo-github)\n"
             f"  operator token:         Authorization: Bearer {creds['operator_token']}\n"
             f"  admin login:            {creds['admin_username']} / {creds['admin_password']}"
             "  (new password each start)\n"
