@@ -1,18 +1,15 @@
 """The built-in connectors: log, http, webhook_forward, email, slack, python."""
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import smtplib
-import time
 
 from django.core import mail
 from django.utils.module_loading import import_string
 
 from connectors import net
 from connectors.base import Connector, ExecutionContext, PermanentError, Result, RetryableError
+from events import signatures
 from guardrails import policy
 from guardrails.secrets import redact_headers
 
@@ -121,13 +118,6 @@ class HttpConnector(_HttpTarget):
         )
 
 
-def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """`v1,<base64 HMAC-SHA256>` over `id.timestamp.body`, keyed by the whsec_ secret."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
 class WebhookForwardConnector(_HttpTarget):
     """Forwards the event's body and chosen headers to a URL, signed the Standard Webhooks
     way (webhook-id, webhook-timestamp, webhook-signature)."""
@@ -150,15 +140,12 @@ class WebhookForwardConnector(_HttpTarget):
     def check(self, action, params):
         super().check(action, params)
         try:
-            base64.b64decode(params["secret"].removeprefix("whsec_"), validate=True)
-        except ValueError:
-            raise ValueError(
-                "secret: not a valid whsec_ secret (base64 after the prefix)."
-            ) from None
+            signatures.check_secret("standard_webhooks", params["secret"])
+        except ValueError as exc:
+            raise ValueError(f"secret: {exc}") from None
 
     def execute(self, action, params, context):
         body = json.dumps(context.payload, ensure_ascii=False, separators=(",", ":")).encode()
-        timestamp = int(time.time())
         headers = {
             name: context.headers[name.lower()]
             for name in params.get("headers", [])
@@ -168,10 +155,9 @@ class WebhookForwardConnector(_HttpTarget):
             {
                 "Content-Type": "application/json",
                 "Idempotency-Key": context.idempotency_key,
-                "webhook-id": context.idempotency_key,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": standard_webhooks_signature(
-                    params["secret"], context.idempotency_key, timestamp, body
+                # webhook-id, webhook-timestamp and webhook-signature
+                **signatures.sign(
+                    "standard_webhooks", params["secret"], body, msg_id=context.idempotency_key
                 ),
             }
         )
