@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection
+from django.db.models import Q
 from django.utils import timezone
 
 from events import signatures, sources
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN = "?"
 LAST_USED_PRECISION = timedelta(seconds=60)
+RECENTLY_EXPIRED = timedelta(days=7)
 
 
 class Rejected(Exception):
@@ -88,9 +90,13 @@ def authenticate(name: str, headers, read_body: Callable[[], bytes]) -> tuple[So
     `read_body` is called only when the scheme needs the body (all but api_key), so an
     API-key request with a wrong key is refused before its body is read.
     """
+    now = timezone.now()
+    # Active credentials, and those expired lately: a sender still using one is told
+    # apart (expired_key/expired_secret) without loading years of rotated-out rows.
+    recent = Q(expires_at__isnull=True) | Q(expires_at__gt=now - RECENTLY_EXPIRED)
     rows = list(
         SourceKey.objects.select_related("source").filter(
-            source__name=name, revoked_at__isnull=True
+            recent, source__name=name, revoked_at__isnull=True
         )
     )
     if not rows:
@@ -103,7 +109,6 @@ def authenticate(name: str, headers, read_body: Callable[[], bytes]) -> tuple[So
         row.source = source  # one object, however many credentials
     if not source.enabled:
         raise Rejected("source_disabled", name)
-    now = timezone.now()
     if source.auth_scheme == AuthScheme.API_KEY:
         row = _match_api_key(source, rows, headers.get(source.api_key_header), now)
         body = read_body()
