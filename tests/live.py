@@ -138,9 +138,9 @@ class LiveRuntime:
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log('gunicorn')}")
             try:
-                if requests.get(self.url + "/ready", timeout=2).status_code == 200:
+                if requests.get(self.url + "/ready", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still importing
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"runtime not ready:\n{self.log('gunicorn')}")

@@ -4,6 +4,7 @@ the running server to it (no 5xx, no status code, header or body the schema does
 
 import json
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -21,6 +22,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from events import signatures
 
 ERROR = "#/components/schemas/Error"
 INGESTION_ERRORS = ("400", "401", "405", "413", "415", "503")
@@ -259,6 +262,7 @@ def test_ready_when_not_ready_matches_the_schema(db, client, document, monkeypat
 
 # -- the fuzzing run ----------------------------------------------------------------------
 DEMO_CREDENTIALS = {"X-API-Key": "demo-key", "Authorization": "Bearer demo-operator-token"}
+SIGNED_SOURCE, SIGNED_SECRET = "demo-github", "demo-github-secret"
 MIN_REQUESTS = 1000
 MAX_EXAMPLES = 1150  # each example is one request; the margin keeps MIN_REQUESTS a floor
 CHECKS = [
@@ -279,34 +283,33 @@ def _strategies(schema):
         operation = result.ok()
         has_input = bool(list(operation.iter_parameters())) or bool(operation.body)
         weight = 4 if has_input else 1
-        pinned = (
-            {"source": "demo"} if operation.get_parameter("source", "path") is not None else None
-        )
+        by_source = operation.get_parameter("source", "path") is not None
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategies += [operation.as_strategy(generation_mode=mode)] * weight
-            if pinned:
-                strategies += [
-                    operation.as_strategy(generation_mode=mode, path_parameters=pinned)
-                ] * (2 * weight)
+            if by_source:
+                for name in ("demo", SIGNED_SOURCE):
+                    strategies += [
+                        operation.as_strategy(
+                            generation_mode=mode, path_parameters={"source": name}
+                        )
+                    ] * weight
         strategies += operation.get_strategies_from_examples()
     return strategies
 
 
-@pytest.fixture
-def live(tmp_path):
-    """The `live` runtime of conftest.py, patient with a first answer that is slow while
-    the server's processes are still importing Django (on 2 busy cores, over 2 s)."""
-    from tests.live import LiveRuntime
-
-    runtime = LiveRuntime(tmp_path).prepare()
-    try:
-        try:
-            runtime.start()
-        except requests.Timeout:
-            runtime.wait_ready()
-        yield runtime
-    finally:
-        runtime.close()
+def _signed_call(case, url, session):
+    """Send a case to the demo GitHub source signed with its secret, so that fuzzed bodies
+    and headers also reach the code behind a valid signature."""
+    body = case.body if isinstance(case.body, dict) else {"fuzzed": repr(case.body)}
+    raw = json.dumps(body).encode()
+    headers = {
+        **{k: str(v) for k, v in (case.headers or {}).items()},
+        "Content-Type": "application/json",
+        "X-GitHub-Delivery": f"fuzz-{uuid.uuid4()}",
+        "X-GitHub-Event": "fuzz.push",
+        **signatures.sign("github", SIGNED_SECRET, raw),
+    }
+    return session.post(f"{url}/webhook/{SIGNED_SOURCE}", data=raw, headers=headers, timeout=30)
 
 
 def _server_errors(log: str) -> list[str]:
@@ -350,7 +353,10 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(liv
     )
     def fuzz(case, with_credentials):
         headers = DEMO_CREDENTIALS if with_credentials else None
-        response = case.call(base_url=live.url, session=session, headers=headers, timeout=30)
+        if (case.path_parameters or {}).get("source") == SIGNED_SOURCE and with_credentials:
+            response = _signed_call(case, live.url, session)
+        else:
+            response = case.call(base_url=live.url, session=session, headers=headers, timeout=30)
         sent[case.operation.label][response.status_code] += 1
         try:
             case.validate_response(
