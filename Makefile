@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean bench-engine
+.PHONY: run test lint format venv clean bench-engine bench-edge
 
 venv: $(STAMP)
 
@@ -26,10 +26,15 @@ test: $(STAMP)
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py $(BENCH_ARGS)
 
+## Benchmark the ingestion edge: API keys vs. provider signatures (see bench/README.md).
+bench-edge: $(STAMP)
+	$(PY) bench/edge.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
