@@ -65,6 +65,7 @@ class _EdgeView(APIView):
     """Our own edge: no DRF authentication, parsing or metadata. The views read the raw
     bytes themselves, because signatures are checked over exactly those bytes."""
 
+    http_method_names = ["post"]  # and nothing else, OPTIONS included
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = []

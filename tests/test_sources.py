@@ -673,3 +673,12 @@ def test_the_admin_lists_rejected_requests_by_source_and_reason(admin_client, cl
     assert "bad_signature" in text and "unknown_source" in text
     assert '<td class="field-count">2</td>' in text
     assert "?source_name=gh" in sources_page.content.decode()
+
+
+def test_the_webhook_urls_answer_only_post(client, source):
+    for path in ("/webhook", "/webhook/shop"):
+        for method in ("get", "put", "delete", "options"):
+            response = getattr(client, method)(path)
+            assert response.status_code == 405, (path, method)
+            assert response["Allow"] == "POST"
+            assert response.json()["error"]["code"] == "method_not_allowed"
