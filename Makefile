@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean bench-engine bench-edge
+.PHONY: run test lint format venv clean bench-engine bench-edge bench-admin
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ bench-engine: $(STAMP)
 ## Benchmark the ingestion edge: API keys vs. provider signatures (see bench/README.md).
 bench-edge: $(STAMP)
 	$(PY) bench/edge.py $(BENCH_ARGS)
+
+## Time the admin's list and detail pages on 1,000,000 events in PostgreSQL (see bench/README.md).
+## BENCH_ARGS="--events 100000" for a shorter run.
+bench-admin: $(STAMP)
+	$(PY) bench/admin.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

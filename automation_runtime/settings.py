@@ -208,14 +208,27 @@ TASKS = {
 DEMO_MODE = envbool("AUTOMATION_DEMO", False)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+# "plain" lines for people, or "json": one object per line with the event id, execution
+# id, source, route, attempt and worker where known (automation_runtime/logcontext.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json'; got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "log_context": {"()": "automation_runtime.logcontext.LogContextFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "automation_runtime.logcontext.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["log_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -247,6 +260,10 @@ REAPER_INTERVAL_SECONDS = envint("REAPER_INTERVAL_SECONDS", 5, minimum=1)
 REDISPATCH_AFTER_SECONDS = envint("REDISPATCH_AFTER_SECONDS", 60, minimum=1)
 # Finished task-queue rows (not our executions or attempts) are deleted after this.
 TASK_RESULT_RETENTION_SECONDS = envint("TASK_RESULT_RETENTION_SECONDS", 3600, minimum=0)
+# Retention (see docs/retention.md): `manage.py prune` keeps an event's identity (source,
+# event id, body hash) this many days after it arrived, so a late redelivery is still
+# answered `duplicate` and never runs again; its payload may be dropped sooner.
+DEDUP_RETENTION_DAYS = envint("DEDUP_RETENTION_DAYS", 90, minimum=0)
 # A worker whose heartbeat is older than this is not live.
 WORKER_STALE_SECONDS = envint("WORKER_STALE_SECONDS", 30, minimum=2)
 
@@ -265,6 +282,13 @@ if TASKS_ENGINE == "rq":
     }
     RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
     INSTALLED_APPS += ["django_rq"]
+
+# GET /metrics (docs/metrics.md): answered to loopback, to `Authorization: Bearer
+# <METRICS_TOKEN>` when set, and to operators and viewers.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# Each process reuses what it read from the database for this long, so a burst of scrapes
+# costs one set of queries.
+METRICS_CACHE_SECONDS = envint("METRICS_CACHE_SECONDS", 5, minimum=0)
 
 # Connectors: where they may go and what they may call (see docs/connectors.md).
 # Host names (exact, or *.example.com) the http, slack and webhook_forward connectors may call.

@@ -9,12 +9,14 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView
 
 from automation_runtime import views
+from events import metrics as event_metrics
 from events import views as event_views
 from guardrails import views as guardrail_views
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
+    path("metrics", event_metrics.metrics, name="metrics"),
     path("webhook", event_views.WebhookView.as_view(), name="webhook"),
     path("webhook/", event_views.WebhookView.as_view()),
     path(

@@ -3,18 +3,22 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from events import operations, signatures, sources
+from events import bulk, operations, signatures, sources
 from events.models import (
     Attempt,
     AuthScheme,
+    BulkAction,
+    BulkOperation,
     Event,
     Execution,
     ExecutionStatus,
@@ -303,6 +307,91 @@ class RejectedRequestAdmin(admin.ModelAdmin):
         return False
 
 
+class TypeFilter(admin.SimpleListFilter):
+    """Event types from the routes' patterns and the latest events.
+
+    Django's default filter would list `SELECT DISTINCT type` over every event: a full
+    scan of millions of rows on each page view. These choices cost two small queries."""
+
+    title = "type"
+    parameter_name = "type"
+    lookup = "type"
+    RECENT = 1000
+
+    def lookups(self, request, model_admin):
+        from connectors.models import Route
+
+        types = {t for t in Route.objects.values_list("event_type", flat=True) if "*" not in t}
+        latest = Event.objects.order_by("-received_at").values_list("type", flat=True)
+        types.update(latest[: self.RECENT])
+        if self.value():
+            types.add(self.value())
+        return [(t, t) for t in sorted(types)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.lookup: self.value()})
+        return queryset
+
+
+class ExecutionTypeFilter(TypeFilter):
+    lookup = "event__type"
+
+
+class NoCountChangeList(ChangeList):
+    """Previous / next links instead of page numbers that would need a COUNT(*)."""
+
+    @property
+    def previous_page_url(self):
+        return self.get_query_string({PAGE_VAR: self.page_num - 1}) if self.page_num > 1 else ""
+
+    @property
+    def next_page_url(self):
+        full = len(self.result_list) >= self.list_per_page
+        return self.get_query_string({PAGE_VAR: self.page_num + 1}) if full else ""
+
+
+class BigTableAdmin(admin.ModelAdmin):
+    """A read-only list over millions of rows: no COUNT(*), exact indexed search.
+
+    Django's `=field` search is case-insensitive (UPPER(...) = UPPER(...)), which no plain
+    index serves; ids are exact, so `exact_search` looks each one up through its index."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice
+    list_per_page = 50  # rendering rows, not the database, is most of a page's time
+    paginator = NoCountPaginator
+    search_help_text = "An exact event id."
+
+    def get_changelist(self, request, **kwargs):
+        return NoCountChangeList
+
+    def exact_search(self, term: str):
+        """A Q for the rows matching `term` exactly."""
+        raise NotImplementedError
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(self.exact_search(term)), False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def _execution_ids(term: str) -> list[int]:
+    """Executions of the events with this event id, or with this idempotency key or id."""
+    ids = set(Execution.objects.filter(event__event_id=term).values_list("pk", flat=True)[:1000])
+    ids.update(Execution.objects.filter(idempotency_key=term).values_list("pk", flat=True))
+    if term.isdigit() and len(term) < 18:
+        ids.add(int(term))
+    return sorted(ids)
+
+
 class ExecutionInline(admin.TabularInline):
     model = Execution
     extra = 0
@@ -314,17 +403,17 @@ class ExecutionInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("route")
+
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(BigTableAdmin):
     list_display = ("event_id", "source", "type", "status", "received_at", "conflicts")
-    list_filter = ("status", "source", "type", ("received_at", admin.DateFieldListFilter))
+    list_filter = ("source", TypeFilter, "status", ("received_at", admin.DateFieldListFilter))
     list_select_related = ("source",)
     search_fields = ("=event_id",)
-    date_hierarchy = None
     ordering = ("-received_at",)
-    show_full_result_count = False
-    paginator = NoCountPaginator
     inlines = [ExecutionInline]
     actions = ["route_again"]
     fields = (
@@ -342,6 +431,9 @@ class EventAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    def exact_search(self, term):
+        return Q(event_id=term)
+
     @admin.action(description="Route again (create executions for routes added since)")
     def route_again(self, request, queryset):
         if not _can_operate(request):
@@ -358,43 +450,51 @@ class EventAdmin(admin.ModelAdmin):
     def headers_pretty(self, obj):
         return _pretty_json(obj.headers)
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+TIMELINE_MAX = 200
 
 
-class AttemptInline(admin.TabularInline):
-    model = Attempt
-    extra = 0
-    can_delete = False
-    fields = (
-        "number",
-        "worker",
-        "started_at",
-        "duration_ms",
-        "outcome",
-        "error_class",
-        "error_message",
-        "response_summary",
+def _attempt_row(attempt):
+    duration = f"{attempt.duration_ms:,} ms" if attempt.duration_ms is not None else "—"
+    error = (
+        format_html(
+            "<b>{}</b><pre style='white-space:pre-wrap;margin:0'>{}</pre>",
+            attempt.error_class,
+            attempt.error_message,
+        )
+        if attempt.error_class or attempt.error_message
+        else ""
     )
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    summary = (
+        json.dumps(attempt.response_summary, ensure_ascii=False, sort_keys=True)
+        if attempt.response_summary
+        else ""
+    )
+    return (
+        attempt.number,
+        attempt.worker,
+        f"{attempt.started_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+        duration,
+        attempt.get_outcome_display() or "running",
+        error,
+        summary,
+    )
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("id", "event", "route", "status", "attempts", "updated_at")
-    list_filter = ("status", "route")
+class ExecutionAdmin(BigTableAdmin):
+    list_display = ("id", "event", "route", "status", "attempts", "created_at", "updated_at")
+    list_filter = (
+        "status",
+        "route",
+        ("event__source", admin.RelatedFieldListFilter),
+        ExecutionTypeFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("event__source", "route")
     search_fields = ("=event__event_id", "=idempotency_key")
+    search_help_text = "An exact event id, idempotency key or execution id."
     ordering = ("-created_at",)
-    show_full_result_count = False
-    paginator = NoCountPaginator
-    inlines = [AttemptInline]
     actions = ["release_held", "replay", "cancel"]
     readonly_fields = (
         "event",
@@ -402,6 +502,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         "status",
         "status_reason",
         "attempts",
+        "total_attempts",
         "idempotency_key",
         "created_at",
         "updated_at",
@@ -410,14 +511,39 @@ class ExecutionAdmin(admin.ModelAdmin):
         "lease_expires_at",
         "finished_at",
         "last_error",
+        "timeline",
     )
     fields = readonly_fields
 
-    def has_add_permission(self, request):
-        return False
+    def exact_search(self, term):
+        return Q(pk__in=_execution_ids(term))
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("event__source", "route")
+
+    @admin.display(description="attempts, oldest first")
+    def timeline(self, obj):
+        latest = list(obj.attempt_set.order_by("-number")[:TIMELINE_MAX])
+        if not latest:
+            return "No attempt yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td><code>{}</code></td></tr>",
+            (_attempt_row(a) for a in reversed(latest)),
+        )
+        note = (
+            f"The latest {TIMELINE_MAX} of {obj.total_attempts}. "
+            if (obj.total_attempts > TIMELINE_MAX)
+            else ""
+        )
+        return format_html(
+            "{}<table class='attempt-timeline'><thead><tr><th>#</th><th>worker</th>"
+            "<th>started</th><th>duration</th><th>outcome</th><th>error</th>"
+            "<th>response</th></tr></thead><tbody>{}</tbody></table>",
+            note,
+            rows,
+        )
 
     def _refuse(self, request) -> bool:
         if _can_operate(request):
@@ -425,45 +551,175 @@ class ExecutionAdmin(admin.ModelAdmin):
         self.message_user(request, "Only operators may do that.", messages.ERROR)
         return True
 
+    @staticmethod
+    def _selection(request) -> str:
+        if request.POST.get("select_across") in ("1", "True", "true", "on"):
+            filters = request.GET.urlencode()
+            return f"all matching {filters}" if filters else "all executions"
+        return f"{len(request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))} selected"
+
+    def _apply(self, request, queryset, action, done: str, *, force=False):
+        """Run inline or hand to a worker (bulk.apply decides); report either way."""
+        try:
+            result = bulk.apply(
+                queryset,
+                action,
+                actor=request.user,
+                via="admin",
+                force=force,
+                selection=self._selection(request),
+            )
+        except bulk.TooMany as exc:
+            self.message_user(request, f"Nothing done: {exc}.", messages.ERROR)
+            return None
+        if isinstance(result, BulkOperation):
+            self.message_user(
+                request,
+                f"{result.total:,} execution(s) to {action}: a worker does it in the "
+                "background; this page shows its progress.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse("admin:events_bulkoperation_change", args=[result.pk])
+            )
+        self.message_user(request, f"{result} execution(s) {done}.", messages.SUCCESS)
+        return None
+
     @admin.action(description="Release held executions")
     def release_held(self, request, queryset):
         if self._refuse(request):
-            return
-        n = operations.release_held(queryset, actor=request.user, via="admin")
-        self.message_user(request, f"{n} held execution(s) released.", messages.SUCCESS)
+            return None
+        return self._apply(request, queryset, BulkAction.RELEASE, "released")
 
     @admin.action(description="Replay (same idempotency key)")
     def replay(self, request, queryset):
         if self._refuse(request):
             return None
-        succeeded = queryset.filter(status=ExecutionStatus.SUCCEEDED).count()
-        if succeeded and request.POST.get("confirm") != "yes":
-            # A succeeded execution ran its side effect already: ask before doing it again.
-            return TemplateResponse(
-                request,
-                "admin/events/execution/confirm_replay.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Replay succeeded executions?",
-                    "queryset": queryset,
-                    "succeeded": succeeded,
-                    "total": queryset.count(),
-                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                    "opts": self.model._meta,
-                },
-            )
-        n = operations.replay(
-            queryset, actor=request.user, via="admin", force=request.POST.get("confirm") == "yes"
-        )
-        self.message_user(request, f"{n} execution(s) queued again.", messages.SUCCESS)
-        return None
+        confirmed = request.POST.get("confirm") == "yes"
+        if not confirmed:
+            cap = bulk.BULK_MAX + 1
+            succeeded = queryset.filter(status=ExecutionStatus.SUCCEEDED)[:cap].count()
+            if succeeded:
+                # A succeeded execution ran its side effect already: ask before doing it again.
+                return TemplateResponse(
+                    request,
+                    "admin/events/execution/confirm_replay.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "title": "Replay succeeded executions?",
+                        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                        "select_across": request.POST.get("select_across") == "1",
+                        "succeeded": succeeded,
+                        "total": queryset[:cap].count(),
+                        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                        "opts": self.model._meta,
+                    },
+                )
+        return self._apply(request, queryset, BulkAction.REPLAY, "queued again", force=confirmed)
 
     @admin.action(description="Cancel (queued, retrying or held)")
     def cancel(self, request, queryset):
         if self._refuse(request):
-            return
-        n = operations.cancel(queryset, actor=request.user, via="admin")
-        self.message_user(request, f"{n} execution(s) cancelled.", messages.SUCCESS)
+            return None
+        return self._apply(request, queryset, BulkAction.CANCEL, "cancelled")
+
+
+@admin.register(Attempt)
+class AttemptAdmin(BigTableAdmin):
+    """Every try of every execution, newest first; read-only."""
+
+    list_display = (
+        "id",
+        "execution",
+        "number",
+        "route",
+        "outcome",
+        "error_class",
+        "started_at",
+        "duration_ms",
+        "worker",
+    )
+    list_filter = (
+        "outcome",
+        ("execution__route", admin.RelatedFieldListFilter),
+        ("started_at", admin.DateFieldListFilter),
+    )
+    list_select_related = ("execution__route",)
+    search_fields = ("=execution__event__event_id",)
+    search_help_text = "An exact event id, idempotency key or execution id."
+    ordering = ("-started_at",)
+    readonly_fields = (
+        "execution",
+        "number",
+        "worker",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "outcome",
+        "error_class",
+        "error_message",
+        "response_pretty",
+    )
+    fields = readonly_fields
+
+    def exact_search(self, term):
+        return Q(execution_id__in=_execution_ids(term))
+
+    @admin.display(description="route", ordering="execution__route__name")
+    def route(self, obj):
+        return obj.execution.route.name
+
+    @admin.display(description="response summary")
+    def response_pretty(self, obj):
+        return _pretty_json(obj.response_summary)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BulkOperation)
+class BulkOperationAdmin(admin.ModelAdmin):
+    """Replay, cancel and release held on many executions, run by a worker; read-only."""
+
+    list_display = ("id", "action", "force", "status", "progress", "errors", "actor", "created_at")
+    list_filter = ("status", "action")
+    readonly_fields = (
+        "action",
+        "force",
+        "status",
+        "progress",
+        "affected",
+        "errors",
+        "last_error",
+        "actor",
+        "via",
+        "selection",
+        "executions",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    fields = readonly_fields
+    change_form_template = "admin/events/bulkoperation/change_form.html"
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return obj.progress
+
+    @admin.display(description="executions")
+    def executions(self, obj):
+        ids = obj.execution_ids or []
+        shown = ", ".join(str(i) for i in ids[:20])
+        return shown + (f" … ({len(ids):,} in all)" if len(ids) > 20 else "")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(WorkerHeartbeat)

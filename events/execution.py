@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from automation_runtime.logcontext import bind, log_context
 from connectors import circuits, registry, templating
 from connectors.base import ExecutionContext, PermanentError, RetryableError
 from events import dispatch
@@ -150,14 +151,26 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
     """Claim and run one execution. Returns its status afterwards, or `skipped`.
 
     Safe to call twice for one execution, from any number of processes: only the worker
-    whose claim succeeds calls the connector.
+    whose claim succeeds calls the connector. Every log line written meanwhile carries the
+    execution id and worker (and the event id, source, route and attempt once known).
     """
+    with log_context(execution_id=execution_id, worker=owner):
+        return _run(execution_id, owner=owner)
+
+
+def _run(execution_id: int, *, owner: str) -> str:
     # Claim, guardrail check and the attempt row commit together: one write transaction.
     with transaction.atomic():
         if not claim(execution_id, owner=owner):
             logger.debug("execution %s not claimable now", execution_id)
             return "skipped"
         execution = Execution.objects.select_related("event__source", "route").get(pk=execution_id)
+        bind(
+            event_id=execution.event.event_id,
+            event_uuid=execution.event_id,
+            source=execution.event.source.name,
+            route=execution.route.name,
+        )
 
         # The first check before every side effect, read fresh from the database.
         decision = policy.decide_execution(execution=execution)
@@ -193,6 +206,7 @@ def run(execution_id: int, *, owner: str = WORKER_ID) -> str:
             return _defer(execution, gate.reason, gate.retry_at)
 
         number = execution.total_attempts
+        bind(attempt=number)
         attempt = Attempt.objects.create(execution=execution, number=number, worker=owner)
     context = ExecutionContext(
         event_id=event.event_id,

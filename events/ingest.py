@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from automation_runtime.logcontext import bind, log_context
 from connectors.models import Route
 from events import dispatch
 from events.models import (
@@ -78,7 +79,13 @@ def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResul
     Returns `duplicate` for the same (source, event id) with the same body and `conflict`
     (counted on the stored event) for a different body; in both cases nothing new is
     stored. Executions are queued for the worker only after the transaction commits.
+    Every log line written meanwhile carries the source and the event id.
     """
+    with log_context(source=source.name, event_id=parsed.event_id):
+        return _ingest(source, parsed, headers=headers)
+
+
+def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
     try:
         decision = policy.decide_ingest(
             source=source, event_type=parsed.type, payload=parsed.payload
@@ -109,6 +116,7 @@ def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResul
         body_hash=parsed.body_hash,
         received_at=now,
     )
+    bind(event_uuid=event.id)
     for _ in range(3):
         with transaction.atomic():
             if _insert_event_once(event):

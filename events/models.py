@@ -234,6 +234,10 @@ class Event(models.Model):
             models.Index(fields=["-received_at"], name="events_event_received_idx"),
             models.Index(fields=["type", "-received_at"], name="events_event_type_idx"),
             models.Index(fields=["status", "-received_at"], name="events_event_status_idx"),
+            # The admin's source filter and its search by event id alone (the unique
+            # constraint leads with the source, so it cannot serve that search).
+            models.Index(fields=["source", "-received_at"], name="events_event_source_idx"),
+            models.Index(fields=["event_id"], name="events_event_event_id_idx"),
         ]
 
     def __str__(self):
@@ -338,6 +342,9 @@ class Execution(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="events_execution_status_idx"),
+            # The admin's list order and its route filter.
+            models.Index(fields=["-created_at"], name="events_execution_created_idx"),
+            models.Index(fields=["route", "-created_at"], name="events_execution_route_idx"),
             # The worker's scans: only the few rows that are not finished.
             models.Index(
                 fields=["dispatched_at"],
@@ -402,6 +409,8 @@ class Attempt(models.Model):
         indexes = [
             # Rate limits count recent starts.
             models.Index(fields=["started_at"], name="events_attempt_started_idx"),
+            # The admin's outcome filter, in its list order.
+            models.Index(fields=["outcome", "-started_at"], name="events_attempt_outcome_idx"),
         ]
 
     def __str__(self):
@@ -424,3 +433,78 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return self.worker_id
+
+
+class BulkAction(models.TextChoices):
+    REPLAY = "replay"
+    """Run again as a new attempt with the same idempotency key."""
+    CANCEL = "cancel"
+    """Cancel what has not started."""
+    RELEASE = "release"
+    """Queue held executions again."""
+
+
+class BulkStatus(models.TextChoices):
+    PENDING = "pending"
+    """Created; waiting for a worker to pick up its task."""
+    RUNNING = "running"
+    """A worker is going through its executions, batch by batch."""
+    DONE = "done"
+    """Every execution was processed (errors, if any, are counted)."""
+    FAILED = "failed"
+    """Stopped before the end; `last_error` says why."""
+
+
+class BulkOperation(models.Model):
+    """An operator action on more executions than a request should handle, run by a worker.
+
+    The selection is stored as the list of execution ids it matched when the operator
+    applied the action, so the operation can be re-run and audited as one act."""
+
+    action = models.CharField(
+        max_length=max(len(v) for v in BulkAction.values), choices=BulkAction.choices
+    )
+    force = models.BooleanField(
+        default=False, help_text="Replay succeeded executions too (the operator confirmed)."
+    )
+    status = models.CharField(
+        max_length=max(len(v) for v in BulkStatus.values),
+        choices=BulkStatus.choices,
+        default=BulkStatus.PENDING,
+    )
+    actor = models.CharField(max_length=150)
+    via = models.CharField(max_length=16, default="admin")
+    selection = models.TextField(blank=True, help_text="What the operator selected (filters).")
+    execution_ids = models.JSONField(default=list, help_text="The executions it applies to.")
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    affected = models.PositiveIntegerField(
+        default=0, help_text="Executions the action changed (others were no longer eligible)."
+    )
+    errors = models.PositiveIntegerField(default=0, help_text="Executions in failed batches.")
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(processed__lte=models.F("total")),
+                name="events_bulkoperation_processed_lte_total",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_action_display()} of {self.total} execution(s) ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (BulkStatus.PENDING, BulkStatus.RUNNING)
+
+    @property
+    def progress(self) -> str:
+        """Processed of total, as in `12,000 / 40,000 (30%)`."""
+        percent = 100 * self.processed // self.total if self.total else 100
+        return f"{self.processed:,} / {self.total:,} ({percent}%)"

@@ -27,17 +27,23 @@ def _ids(queryset):
     return list(queryset.order_by("pk").values_list("pk", flat=True))
 
 
-def _requeue(ids, *, from_statuses, note: str) -> list[int]:
-    """Queue these executions again, keeping their idempotency keys; returns those moved."""
+def _requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
+    """Queue these executions again, keeping their idempotency keys; returns those moved.
+
+    Executions whose event was pruned (its payload is gone, docs/retention.md) are never
+    queued again: their action would run without its payload. `progress(done, total)` is
+    called after each chunk."""
+    from events import retention
+
     moved = []
     now = timezone.now()
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         with transaction.atomic():
             candidates = list(
-                Execution.objects.filter(pk__in=chunk, status__in=from_statuses).values_list(
-                    "pk", "event_id"
-                )
+                Execution.objects.filter(pk__in=chunk, status__in=from_statuses)
+                .exclude(retention.stripped("event__"))
+                .values_list("pk", "event_id")
             )
             pks = [pk for pk, _ in candidates]
             Execution.objects.filter(pk__in=pks, status__in=from_statuses).update(
@@ -57,6 +63,8 @@ def _requeue(ids, *, from_statuses, note: str) -> list[int]:
             ).update(status=EventStatus.ACCEPTED)
         dispatch.send(pks)
         moved.extend(pks)
+        if progress:
+            progress(start + len(chunk), len(ids))
     return moved
 
 
@@ -65,9 +73,16 @@ def replayable_statuses(*, force: bool = False) -> list[str]:
     return REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
 
 
-def _requeue_audited(queryset, statuses, *, verb: str, action: str, actor, via, reason, **details):
+def _requeue_audited(
+    queryset, statuses, *, verb: str, action: str, actor, via, reason, progress=None, **details
+):
     ids = _ids(queryset.filter(status__in=statuses))
-    moved = _requeue(ids, from_statuses=statuses, note=f"{verb} by {audit.actor_name(actor)}")
+    moved = _requeue(
+        ids,
+        from_statuses=statuses,
+        note=f"{verb} by {audit.actor_name(actor)}",
+        progress=progress,
+    )
     audit.record(
         actor=actor,
         via=via,
@@ -93,11 +108,12 @@ def release_held(queryset, *, actor, via, reason: str = "") -> int:
     )
 
 
-def replay(queryset, *, actor, via, force: bool = False, reason: str = "") -> int:
+def replay(queryset, *, actor, via, force: bool = False, reason: str = "", progress=None) -> int:
     """Run executions again as a new attempt with the same idempotency key.
 
     Failed, cancelled, blocked, held and dry-run executions are replayed; succeeded ones
-    only with force=True; queued, retrying and running ones are left alone. Returns how many.
+    only with force=True; queued, retrying and running ones, and those whose event was
+    pruned, are left alone. Returns how many. `progress(done, total)` follows the chunks.
     """
     return _requeue_audited(
         queryset,
@@ -107,6 +123,7 @@ def replay(queryset, *, actor, via, force: bool = False, reason: str = "") -> in
         actor=actor,
         via=via,
         reason=reason,
+        progress=progress,
         force=force,
     )
 
@@ -142,8 +159,11 @@ def route_event(event: Event) -> list[int]:
     How an `unrouted` event runs once a route for its type exists. Returns the new
     execution ids (already dispatched).
     """
+    from events import retention
     from guardrails import policy
 
+    if retention.is_stripped(event):
+        return []  # pruned: its payload is gone, so nothing may run for it any more
     decision = policy.decide_ingest(source=event.source, event_type=event.type)
     if decision.verdict is policy.Verdict.BLOCK:
         return []  # still not allowed: it stays blocked, with the reason

@@ -1,4 +1,5 @@
-from django.db.models import Count
+from django.db.models import Count, Min
+from django.utils import timezone
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 from events.workers import live_workers
@@ -11,6 +12,15 @@ def counts_by_status() -> dict:
     executions = dict.fromkeys(ExecutionStatus.values, 0)
     executions.update(Execution.objects.order_by().values_list("status").annotate(n=Count("pk")))
     return {"events": events, "executions": executions}
+
+
+def oldest_queued_age_seconds(now=None) -> float | None:
+    """How long the longest-waiting queued execution has waited to be claimed, in
+    seconds (since it was created or last queued again); None when nothing is queued."""
+    oldest = Execution.objects.queued().aggregate(at=Min("updated_at"))["at"]
+    if oldest is None:
+        return None
+    return max(0.0, ((now or timezone.now()) - oldest).total_seconds())
 
 
 def workers_summary() -> list[dict]:

@@ -10,3 +10,11 @@ def run_execution(execution_id: int) -> str:
     if status != "skipped":
         workers.executions_run += 1
     return status
+
+
+@task()
+def run_bulk_operation(operation_id: int) -> str:
+    """Work through a bulk operation. Safe to deliver twice: only one run claims it."""
+    from events import bulk
+
+    return bulk.run(operation_id)

@@ -154,3 +154,104 @@ def test_a_viewer_cannot_replay_from_the_admin(client, make_execution, viewer): 
 
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.FAILED
+
+
+def test_status_shows_a_table_with_the_mode_kill_switch_and_counts(make_execution):  # noqa: F811
+    ex = make_execution()
+    engine.run(ex.pk)
+    make_execution()  # stays queued
+    run("killswitch", "on", "--reason", "deploy in progress", "--actor", "ana")
+
+    out = run("status")
+
+    assert "mode:          killed" in out
+    assert "ENGAGED by ana" in out and "deploy in progress" in out
+    assert "oldest queued: " in out and "none queued" not in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["status"] == ["events", "executions"]
+    assert rows["succeeded"] == ["-", "1"]
+    assert rows["queued"] == ["-", "1"]
+    assert rows["accepted"] == ["2", "-"]
+    assert "live workers: 0" in out and "open circuits: 0" in out
+
+
+def test_status_json_parses_and_has_the_oldest_queued_age(make_execution):  # noqa: F811
+    assert json.loads(run("status", "--json"))["oldest_queued_seconds"] is None
+    make_execution()
+
+    body = json.loads(run("status", "--json"))
+
+    assert body["oldest_queued_seconds"] >= 0
+    assert body["executions"]["queued"] == 1
+    assert body["kill_switch"]["engaged"] is False
+
+
+def _failed_executions(n):
+    from connectors.models import Route
+    from events.models import Event, Source
+
+    source = Source.objects.create(name="bulk")
+    route = Route.objects.create(name="bulk", event_type="bulk.*", connector="log", action="x")
+    events = Event.objects.bulk_create(
+        Event(source=source, event_id=f"b{i}", type="bulk.x", payload={}, body_hash="0" * 64)
+        for i in range(n)
+    )
+    Execution.objects.bulk_create(
+        Execution(
+            event=e,
+            route=route,
+            status=ExecutionStatus.FAILED,
+            idempotency_key=Execution.new_idempotency_key(),
+        )
+        for e in events
+    )
+
+
+def test_replay_of_a_large_set_shows_progress_and_requeues_each_once():
+    _failed_executions(1500)
+    out, err = StringIO(), StringIO()
+
+    call_command("replay", "--status", "failed", stdout=out, stderr=err)
+
+    assert err.getvalue().splitlines() == ["replaying: 1000/1500", "replaying: 1500/1500"]
+    assert "1500 execution(s) queued again" in out.getvalue()
+    assert Execution.objects.filter(status=ExecutionStatus.QUEUED).count() == 1500
+    assert OperatorAction.objects.get().details["count"] == 1500
+
+    again = StringIO()
+    call_command("replay", "--status", "failed", stdout=again, stderr=StringIO())
+    assert "0 execution(s) queued again" in again.getvalue()
+
+
+def test_replay_progress_can_be_forced_or_silenced(make_execution):  # noqa: F811
+    first, second = make_execution(["permanent"]), make_execution(["permanent"])
+    engine.run(first.pk)
+    engine.run(second.pk)
+    err = StringIO()
+
+    call_command("replay", str(first.pk), "--progress", "always", stdout=StringIO(), stderr=err)
+    assert err.getvalue() == "replaying: 1/1\n"
+
+    err = StringIO()
+    call_command("replay", str(second.pk), stdout=StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+
+def test_replay_draws_a_bar_on_a_terminal():
+    from events.management.commands.replay import Progress
+
+    class Terminal(StringIO):
+        def isatty(self):
+            return True
+
+    from django.core.management.base import OutputWrapper
+
+    screen = Terminal()
+    bar = Progress(OutputWrapper(screen))
+    bar(1000, 2000)
+    bar(2000, 2000)
+
+    assert screen.getvalue() == (
+        "\rreplaying [###############...............] 1000/2000"
+        "\rreplaying [##############################] 2000/2000\n"
+    )

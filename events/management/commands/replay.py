@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from events import operations
+from events import operations, retention
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 
 
@@ -41,6 +41,28 @@ def _narrow(queryset, lookups: dict, chosen: dict):
     return queryset.filter(**{lookups[k]: v for k, v in chosen.items() if v and k in lookups})
 
 
+# Above this many executions, --progress auto shows progress even when not on a terminal.
+PROGRESS_OVER = 1000
+PRUNED_NOTE = "not replayed: their event was pruned (its payload is gone; docs/retention.md)"
+
+
+class Progress:
+    """Counts on stderr: a bar redrawn with \\r on a terminal, a line per batch otherwise."""
+
+    def __init__(self, stream):
+        self.stream = stream  # the command's OutputWrapper
+        self.tty = stream.isatty()
+
+    def __call__(self, done: int, total: int):
+        if self.tty:
+            filled = 30 * done // max(total, 1)
+            line = f"\rreplaying [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+            self.stream.write(line, style_func=str, ending="\n" if done >= total else "")
+        else:
+            self.stream.write(f"replaying: {done}/{total}", style_func=str)
+        self.stream.flush()
+
+
 class Command(BaseCommand):
     help = (
         "Run executions again with their idempotency keys: failed, cancelled, blocked and held "
@@ -68,6 +90,13 @@ class Command(BaseCommand):
             help="Route blocked events whose type is allowed now (the others stay blocked).",
         )
         parser.add_argument("--dry-run", action="store_true", help="List, change nothing.")
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "always", "never"],
+            default="auto",
+            help="Show progress on stderr: auto does on a terminal or above "
+            f"{PROGRESS_OVER} executions (default: %(default)r).",
+        )
         parser.add_argument("--reason", default="", help="Why; kept in the audit log.")
         parser.add_argument(
             "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
@@ -87,6 +116,7 @@ class Command(BaseCommand):
         unrouted,
         blocked,
         dry_run,
+        progress,
         reason,
         actor,
         **options,
@@ -103,11 +133,15 @@ class Command(BaseCommand):
         if unrouted or blocked:
             wanted = [EventStatus.UNROUTED] * unrouted + [EventStatus.BLOCKED] * blocked
             events = _narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
+            pruned = events.filter(retention.stripped()).count()
+            events = events.exclude(retention.stripped())
             if dry_run:
                 self.stdout.write(f"{events.count()} event(s) would be routed.")
-                return
-            n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
-            self.stdout.write(f"{n} execution(s) created.")
+            else:
+                n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
+                self.stdout.write(f"{n} execution(s) created.")
+            if pruned:
+                self.stdout.write(f"{pruned} event(s) {PRUNED_NOTE}.")
             return
 
         if not any(chosen.values()):
@@ -115,10 +149,13 @@ class Command(BaseCommand):
         executions = _narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
 
         eligible = operations.replayable_statuses(force=force)
+        # Their payload is gone: operations.replay leaves them alone; say so.
+        pruned = executions.filter(retention.stripped("event__"), status__in=eligible).count()
         if dry_run:
             total = 0
             for ex in (
                 executions.filter(status__in=eligible)
+                .exclude(retention.stripped("event__"))
                 .select_related("event", "route")
                 .order_by("pk")
                 .iterator()
@@ -129,6 +166,21 @@ class Command(BaseCommand):
                 )
             skipped = executions.exclude(status__in=eligible).count()
             self.stdout.write(f"{total} execution(s) would be replayed; {skipped} left alone.")
+            if pruned:
+                self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")
             return
-        n = operations.replay(executions, actor=actor, via="cli", force=force, reason=reason)
+        bar = Progress(self.stderr)
+        if progress == "auto":
+            large = bar.tty or executions.filter(status__in=eligible).count() > PROGRESS_OVER
+            progress = "always" if large else "never"
+        n = operations.replay(
+            executions,
+            actor=actor,
+            via="cli",
+            force=force,
+            reason=reason,
+            progress=bar if progress == "always" else None,
+        )
         self.stdout.write(f"{n} execution(s) queued again.")
+        if pruned:
+            self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")

@@ -5,8 +5,38 @@ from django.core.management.base import BaseCommand
 from events import stats
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "none queued"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _table(rows: list[tuple], headers: tuple) -> list[str]:
+    """Left-aligned columns, numbers right-aligned, with a rule under the headers."""
+    cells = [tuple(str(c) for c in headers)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int) or r[i] == "-" for r in rows)
+        for i in range(len(headers))
+    ]
+
+    def line(row):
+        return "  ".join(
+            c.rjust(w) if numeric[i] else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    return [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+
+
 class Command(BaseCommand):
-    help = "Show the mode, counts of events and executions by status, and the live workers."
+    help = (
+        "Show the mode and kill switches, events and executions by status, the oldest "
+        "queued execution, live workers, open circuits and standing guardrail decisions."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -15,23 +45,65 @@ class Command(BaseCommand):
 
     def handle(self, *args, as_json: bool = False, **options):
         report = stats.report()
+        report["oldest_queued_seconds"] = stats.oldest_queued_age_seconds()
         if as_json:
             self.stdout.write(json.dumps(report, indent=2))
             return
-        reason = report["kill_switch"]["reason"]
-        self.stdout.write(f"mode: {report['mode']}" + (f" ({reason})" if reason else ""))
-        for switch in report["scoped_kill_switches"]:
-            self.stdout.write(f"kill switch engaged: {switch['scope']} {switch['name']}")
-        for kind in ("events", "executions"):
-            self.stdout.write(f"\n{kind}:")
-            for name, n in report[kind].items():
-                self.stdout.write(f"  {name:<10} {n:>10}")
-        self.stdout.write(f"\nlive workers: {len(report['workers'])}")
-        for w in report["workers"]:
-            self.stdout.write(
-                f"  {w['id']}  last seen {w['last_seen_at']}  ran {w['executions_run']}"
+        out = []
+        switch = report["kill_switch"]
+        out.append(f"mode:          {report['mode']}")
+        if switch["engaged"]:
+            out.append(
+                f"kill switch:   ENGAGED by {switch['changed_by'] or '?'} at "
+                f"{switch['changed_at']}: {switch['reason'] or '(no reason)'}"
             )
-        for circuit in report["circuits"]:
-            self.stdout.write(
-                f"circuit {circuit['state']}: {circuit['connector']} -> {circuit['target']}"
+        else:
+            out.append("kill switch:   released")
+        out.append(f"processed:     {report['processed']} execution(s) succeeded")
+        out.append(f"oldest queued: {_age(report['oldest_queued_seconds'])}")
+        if report["scoped_kill_switches"]:
+            out += ["", "scoped kill switches engaged:"]
+            out += _table(
+                [
+                    (k["scope"], k["name"], k["changed_by"] or "", k["reason"])
+                    for k in report["scoped_kill_switches"]
+                ],
+                ("scope", "name", "by", "reason"),
             )
+        statuses = list(dict.fromkeys([*report["events"], *report["executions"]]))
+        out.append("")
+        out += _table(
+            [
+                (s, report["events"].get(s, "-"), report["executions"].get(s, "-"))
+                for s in statuses
+            ],
+            ("status", "events", "executions"),
+        )
+        out += ["", f"live workers: {len(report['workers'])}"]
+        if report["workers"]:
+            out += _table(
+                [
+                    (w["id"], w["hostname"], w["pid"], w["last_seen_at"], w["executions_run"])
+                    for w in report["workers"]
+                ],
+                ("worker", "host", "pid", "last seen", "ran"),
+            )
+        out += ["", f"open circuits: {len(report['circuits'])}"]
+        if report["circuits"]:
+            out += _table(
+                [
+                    (c["connector"], c["target"], c["state"], c["consecutive_failures"])
+                    for c in report["circuits"]
+                ],
+                ("connector", "target", "state", "failures"),
+            )
+        out += ["", f"guardrail decisions: {len(report['guardrail_decisions'])}"]
+        if report["guardrail_decisions"]:
+            out += _table(
+                [
+                    (d["of"], d["status"], d["count"], d["reason"])
+                    for d in report["guardrail_decisions"]
+                ],
+                ("of", "status", "count", "reason"),
+            )
+        self.stdout.write("\n".join(out))

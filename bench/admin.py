@@ -1,0 +1,285 @@
+"""How fast the admin's events, executions and attempts pages are on 1,000,000 events.
+
+Creates its own PostgreSQL database (on the server named by BENCH_PG_URL, dropped at the
+end), migrates it, fills it with SQL (`INSERT ... SELECT generate_series`, not the ORM),
+starts gunicorn on 127.0.0.1, logs in as a superuser it creates, and times each list and
+detail page over HTTP: one warm-up request, then the median and max of --runs requests.
+Prints a markdown table with the 300 ms goal and the git commit.
+
+    .venv/bin/python bench/admin.py                     # 1,000,000 events
+    .venv/bin/python bench/admin.py --events 100000     # quicker
+"""
+
+import argparse
+import http.client
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import HOST, ROOT, Runtime
+
+GOAL_MS = 300
+USER, PASSWORD = "bench-admin", "bench-admin-password"
+NOUNS = ("order", "invoice", "customer", "refund", "shipment")
+TYPES = [f"{noun}.{verb}" for noun in NOUNS for verb in ("created", "paid", "updated", "deleted")]
+SOURCES = [f"bench-{i}" for i in range(1, 10)]
+
+SETUP = """
+from connectors.models import Route
+from events.models import Source
+for name in {sources!r}:
+    Source.objects.get_or_create(name=name)
+for i, noun in enumerate(("customer", "refund", "shipment")):
+    Route.objects.get_or_create(
+        name=f"bench-{{noun}}", defaults={{"event_type": noun + ".*", "connector": "log"}}
+    )
+"""
+
+FILL_EVENTS = """
+WITH s AS (SELECT array_agg(id ORDER BY id) AS ids FROM events_source),
+     t AS (SELECT %(types)s::text[] AS names)
+INSERT INTO events_event (id, source_id, event_id, type, status, status_reason, payload,
+                          headers, body_hash, received_at, conflicts)
+SELECT md5('event' || i)::uuid,
+       s.ids[1 + i %% cardinality(s.ids)],
+       'evt_' || i,
+       t.names[1 + (i * 7) %% cardinality(t.names)],
+       CASE WHEN i %% 97 = 0 THEN 'held' WHEN i %% 89 = 0 THEN 'unrouted' ELSE 'accepted' END,
+       '',
+       jsonb_build_object('event_id', 'evt_' || i,
+                          'type', t.names[1 + (i * 7) %% cardinality(t.names)],
+                          'data', jsonb_build_object('total', i %% 1000, 'currency', 'EUR')),
+       '{"content-type": "application/json", "x-api-key": "[redacted]"}'::jsonb,
+       md5('body' || i) || md5('hash' || i),
+       %(now)s - i * interval '2 seconds',
+       0
+FROM generate_series(1, %(n)s) AS i, s, t
+"""
+
+FILL_EXECUTIONS = """
+WITH r AS (SELECT array_agg(id ORDER BY id) AS ids FROM connectors_route)
+INSERT INTO events_execution (event_id, route_id, status, status_reason, attempts,
+    total_attempts, idempotency_key, created_at, updated_at, next_attempt_at, dispatched_at,
+    lease_owner, lease_expires_at, finished_at, last_error)
+SELECT e.id,
+       r.ids[1 + abs(hashtext(e.event_id)) %% cardinality(r.ids)],
+       CASE WHEN e.status = 'held' THEN 'held'
+            WHEN abs(hashtext(e.event_id)) %% 20 = 0 THEN 'failed'
+            WHEN abs(hashtext(e.event_id)) %% 50 = 1 THEN 'cancelled'
+            ELSE 'succeeded' END,
+       '', 1, 1, md5('key' || e.event_id), e.received_at, e.received_at, NULL, e.received_at,
+       '', NULL, e.received_at + interval '50 milliseconds', ''
+FROM events_event e, r
+"""
+
+FILL_ATTEMPTS = """
+INSERT INTO events_attempt (execution_id, number, worker, started_at, finished_at, outcome,
+    error_class, error_message, response_summary, duration_ms)
+SELECT x.id, 1, 'bench-worker-' || (x.id %% 4), x.created_at + interval '10 milliseconds',
+       x.created_at + interval '50 milliseconds',
+       CASE x.status WHEN 'failed' THEN 'permanent_error' ELSE 'succeeded' END,
+       CASE x.status WHEN 'failed' THEN 'HTTPError' ELSE '' END,
+       CASE x.status WHEN 'failed' THEN '422 Unprocessable Entity' ELSE '' END,
+       jsonb_build_object('status', CASE x.status WHEN 'failed' THEN 422 ELSE 200 END),
+       40
+FROM events_execution x
+WHERE x.status IN ('succeeded', 'failed') AND x.id %% %(every)s = 0
+"""
+
+
+def fill(rt: Runtime, n: int, attempt_every: int):
+    import psycopg
+
+    rt.manage("shell", "-c", SETUP.format(sources=SOURCES))
+    now = datetime.now(UTC)
+    with psycopg.connect(rt.env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '15min'")
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        for name, sql, params in (
+            ("events", FILL_EVENTS, {"types": TYPES, "now": now, "n": n}),
+            ("executions", FILL_EXECUTIONS, {}),
+            ("attempts", FILL_ATTEMPTS, {"every": attempt_every}),
+        ):
+            started = time.monotonic()
+            rows = conn.execute(sql, params).rowcount
+            print(f"  {rows:>9,} {name} in {time.monotonic() - started:5.1f} s", flush=True)
+        conn.execute("VACUUM ANALYZE")
+
+
+class Browser:
+    """Just enough of a browser for the admin: cookies, CSRF, one connection per request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+        headers = dict(headers or {})
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            content = response.read()
+            for header in response.headers.get_all("Set-Cookie") or []:
+                for key, morsel in SimpleCookie(header).items():
+                    self.cookies[key] = morsel.value
+            return response.status, response.getheader("Location"), content
+        finally:
+            conn.close()
+
+    def login(self):
+        _, _, page = self.request("GET", "/admin/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = urlencode(
+            {"username": USER, "password": PASSWORD, "csrfmiddlewaretoken": token.decode()}
+        )
+        status, _, _ = self.request(
+            "POST",
+            "/admin/login/?next=/admin/",
+            body=form,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Referer": f"http://{HOST}:{self.port}/admin/login/",
+            },
+        )
+        if status != 302:
+            raise RuntimeError(f"login failed: HTTP {status}")
+
+    def time_get(self, path: str) -> tuple[float, int]:
+        started = time.perf_counter()
+        status, _, _ = self.request("GET", path)
+        return (time.perf_counter() - started) * 1000, status
+
+
+def pages(rt: Runtime) -> list[tuple[str, str]]:
+    one = rt.query(
+        "SELECT e.id, e.event_id, x.id FROM events_execution x JOIN events_event e "
+        "ON e.id = x.event_id JOIN events_attempt a ON a.execution_id = x.id "
+        "WHERE x.status = 'failed' ORDER BY x.id DESC LIMIT 1"
+    )[0]
+    event_pk, event_id, execution_pk = one
+    source = rt.query("SELECT id FROM events_source WHERE name = %s", (SOURCES[3],))[0][0]
+    route = rt.query("SELECT id FROM connectors_route WHERE name = 'bench-refund'")[0][0]
+    today = datetime.now(UTC).date()
+    week = {
+        "gte": str(today - timedelta(days=7)),
+        "lt": str(today + timedelta(days=1)),
+    }
+    ev, ex, at = "/admin/events/event/", "/admin/events/execution/", "/admin/events/attempt/"
+
+    def q(base, **params):
+        return f"{base}?{urlencode(params)}" if params else base
+
+    return [
+        ("events", q(ev)),
+        ("events by source", q(ev, source__id__exact=source)),
+        ("events by type", q(ev, type="refund.paid")),
+        ("events by status (held)", q(ev, status__exact="held")),
+        ("events, past 7 days", q(ev, received_at__gte=week["gte"], received_at__lt=week["lt"])),
+        ("events, search event id", q(ev, q=event_id)),
+        ("events, page 50", q(ev, p=50)),
+        ("executions", q(ex)),
+        ("executions by status (failed)", q(ex, status__exact="failed")),
+        ("executions by route", q(ex, route__id__exact=route)),
+        ("executions by source", q(ex, event__source__id__exact=source)),
+        ("executions by type", q(ex, type="refund.paid")),
+        ("executions, past 7 days", q(ex, created_at__gte=week["gte"], created_at__lt=week["lt"])),
+        ("executions, search event id", q(ex, q=event_id)),
+        ("executions, page 50", q(ex, p=50)),
+        ("attempts", q(at)),
+        ("attempts by outcome (permanent error)", q(at, outcome__exact="permanent_error")),
+        ("attempts by route", q(at, execution__route__id__exact=route)),
+        ("attempts, past 7 days", q(at, started_at__gte=week["gte"], started_at__lt=week["lt"])),
+        ("attempts, search event id", q(at, q=event_id)),
+        ("event detail", f"{ev}{event_pk}/change/"),
+        ("execution detail", f"{ex}{execution_pk}/change/"),
+    ]
+
+
+def commit() -> str:
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return sha + (" (with uncommitted changes)" if dirty else "")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="default: %(default)r")
+    parser.add_argument("--runs", type=int, default=5, help="timed requests per page")
+    parser.add_argument(
+        "--attempt-every",
+        type=int,
+        default=3,
+        help="one attempt for every Nth finished execution (default: %(default)r)",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        help="a PostgreSQL server on 127.0.0.1; a new database is created there and dropped",
+    )
+    args = parser.parse_args()
+
+    env = {"DJANGO_SUPERUSER_PASSWORD": PASSWORD, "WEB_CONCURRENCY": "2"}
+    with Runtime("postgres", pg_admin_url=args.pg_url, env=env) as rt:
+        print(f"filling {args.events:,} events into {rt._pg_db} ...", flush=True)
+        fill(rt, args.events, args.attempt_every)
+        rt.manage("createsuperuser", "--noinput", "--username", USER, "--email", "b@example.com")
+        rt.start_gunicorn(workers=2)
+        browser = Browser(rt.port)
+        browser.login()
+
+        rows, slow = [], []
+        for name, path in pages(rt):
+            _, status = browser.time_get(path)  # warm-up
+            times = []
+            for _ in range(args.runs):
+                ms, status = browser.time_get(path)
+                if status != 200:
+                    raise RuntimeError(f"{name}: HTTP {status} for {path}")
+                times.append(ms)
+            median, worst = statistics.median(times), max(times)
+            ok = worst < GOAL_MS
+            if not ok:
+                slow.append(name)
+            rows.append(
+                f"| {name} | {median:.0f} | {worst:.0f} | < {GOAL_MS} | {'yes' if ok else 'NO'} |"
+            )
+            print(f"  {name}: {median:.0f} ms", file=sys.stderr, flush=True)
+
+        print()
+        print(f"Admin pages on PostgreSQL, {args.events:,} events, 1 execution each; ", end="")
+        print(
+            f"median and max of {args.runs} requests after one warm-up, gunicorn 2 sync workers."
+        )
+        print()
+        print("| page | median ms | max ms | goal ms | met |")
+        print("|---|---:|---:|---:|---|")
+        print("\n".join(rows))
+        print()
+        print(f"commit {commit()}")
+        problems = rt.log_problems()
+        if problems:
+            print(f"log lines with errors: {problems}")
+        return 1 if slow else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

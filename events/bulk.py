@@ -1,0 +1,191 @@
+"""Replay, cancel and release held on many executions: inline when few, by a worker when many.
+
+Up to ADMIN_BULK_THRESHOLD executions the action runs in the request, through
+events.operations as always. Above it a BulkOperation row keeps the selection (the ids it
+matched, so it can be re-run and audited as one act) and a task runs it in batches with the
+same rules, recording its progress after each batch and one audit entry at the end.
+"""
+
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from events import operations
+from events.models import BulkAction, BulkOperation, BulkStatus, Execution, ExecutionStatus
+from guardrails import audit
+
+logger = logging.getLogger(__name__)
+
+# More executions than this go to a worker rather than run in the request.
+ADMIN_BULK_THRESHOLD = 500
+# More than this in one operation: the operator narrows the selection first.
+BULK_MAX = 200_000
+# Executions per batch; also keeps SQLite's IN lists short.
+BATCH = 500
+
+AUDIT_ACTIONS = {
+    BulkAction.REPLAY: "executions.replay",
+    BulkAction.CANCEL: "executions.cancel",
+    BulkAction.RELEASE: "executions.release",
+}
+
+
+class TooMany(Exception):
+    """The selection is larger than BULK_MAX."""
+
+
+def eligible_statuses(action: str, *, force: bool = False) -> list[str]:
+    """The statuses the action changes; the same lists events.operations uses."""
+    if action == BulkAction.REPLAY:
+        return operations.replayable_statuses(force=force)
+    if action == BulkAction.CANCEL:
+        return list(operations.CANCELLABLE)
+    if action == BulkAction.RELEASE:
+        return [ExecutionStatus.HELD]
+    raise ValueError(f"unknown bulk action {action!r}")
+
+
+def eligible_ids(queryset, action: str, *, force: bool = False, limit: int | None = None):
+    """Ids of the executions in `queryset` the action would change now, in id order."""
+    ids = (
+        queryset.filter(status__in=eligible_statuses(action, force=force))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return list(ids[:limit] if limit is not None else ids)
+
+
+def apply(queryset, action: str, *, actor, via="admin", force: bool = False, selection=""):
+    """Apply an action to the executions in `queryset`.
+
+    Returns how many changed when it ran inline, or the BulkOperation a worker will run
+    when more than ADMIN_BULK_THRESHOLD are eligible. Raises TooMany above BULK_MAX.
+    """
+    ids = eligible_ids(queryset, action, force=force, limit=BULK_MAX + 1)
+    if len(ids) > BULK_MAX:
+        raise TooMany(f"more than {BULK_MAX:,} executions; narrow the selection")
+    if len(ids) > ADMIN_BULK_THRESHOLD:
+        return start(action, ids, actor=actor, via=via, force=force, selection=selection)
+    chosen = Execution.objects.filter(pk__in=ids)
+    if action == BulkAction.REPLAY:
+        return operations.replay(chosen, actor=actor, via=via, force=force)
+    if action == BulkAction.CANCEL:
+        return operations.cancel(chosen, actor=actor, via=via)
+    return operations.release_held(chosen, actor=actor, via=via)
+
+
+def start(action: str, ids, *, actor, via="admin", force=False, selection="") -> BulkOperation:
+    """Record a bulk operation and hand it to a worker once the transaction commits."""
+    eligible_statuses(action)  # refuses an unknown action before anything is stored
+    ids = sorted(set(ids))
+    operation = BulkOperation.objects.create(
+        action=action,
+        force=force and action == BulkAction.REPLAY,
+        actor=audit.actor_name(actor),
+        via=str(via),
+        selection=selection[:2000],
+        execution_ids=ids,
+        total=len(ids),
+    )
+    transaction.on_commit(lambda: enqueue(operation.pk))
+    return operation
+
+
+def enqueue(operation_id: int) -> bool:
+    """Send the operation's task. On failure the row is marked failed, with the reason."""
+    from events.tasks import run_bulk_operation
+
+    try:
+        run_bulk_operation.enqueue(operation_id)
+    except Exception as exc:
+        logger.exception("could not enqueue bulk operation %s", operation_id)
+        BulkOperation.objects.filter(pk=operation_id, status=BulkStatus.PENDING).update(
+            status=BulkStatus.FAILED,
+            last_error=f"could not enqueue: {type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        return False
+    return True
+
+
+def _replay(ids, operation) -> int:
+    statuses = operations.replayable_statuses(force=operation.force)
+    return len(
+        operations._requeue(ids, from_statuses=statuses, note=f"replayed by {operation.actor}")
+    )
+
+
+def _release(ids, operation) -> int:
+    return len(
+        operations._requeue(
+            ids, from_statuses=[ExecutionStatus.HELD], note=f"released by {operation.actor}"
+        )
+    )
+
+
+def _cancel(ids, operation) -> int:
+    # The same conditional UPDATE as operations.cancel, without its per-call audit entry.
+    now = timezone.now()
+    return Execution.objects.filter(pk__in=ids, status__in=operations.CANCELLABLE).update(
+        status=ExecutionStatus.CANCELLED,
+        status_reason=f"cancelled by {operation.actor}",
+        finished_at=now,
+        updated_at=now,
+    )
+
+
+RUNNERS = {BulkAction.REPLAY: _replay, BulkAction.CANCEL: _cancel, BulkAction.RELEASE: _release}
+
+
+def run(operation_id: int) -> str:
+    """Run a pending bulk operation to its end, batch by batch.
+
+    Returns "skipped" if it is not pending (another worker claimed it first, or it ran
+    already). A failing batch is counted in `errors` and the next one still runs.
+    """
+    claimed = BulkOperation.objects.filter(pk=operation_id, status=BulkStatus.PENDING).update(
+        status=BulkStatus.RUNNING, started_at=timezone.now()
+    )
+    if claimed != 1:
+        return "skipped"
+    operation = BulkOperation.objects.get(pk=operation_id)
+    runner = RUNNERS[operation.action]
+    ids = operation.execution_ids
+    rows = BulkOperation.objects.filter(pk=operation_id)
+    status = BulkStatus.FAILED
+    try:
+        for start_at in range(0, len(ids), BATCH):
+            batch = ids[start_at : start_at + BATCH]
+            try:
+                changed = runner(batch, operation)
+            except Exception as exc:
+                logger.exception("bulk operation %s: a batch failed", operation_id)
+                rows.update(
+                    processed=F("processed") + len(batch),
+                    errors=F("errors") + len(batch),
+                    last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                )
+            else:
+                rows.update(
+                    processed=F("processed") + len(batch), affected=F("affected") + changed
+                )
+        status = BulkStatus.DONE
+    finally:
+        rows.update(status=status, finished_at=timezone.now())
+        operation.refresh_from_db()
+        details = {"force": operation.force} if operation.action == BulkAction.REPLAY else {}
+        audit.record(
+            actor=operation.actor,
+            via=operation.via,
+            action=AUDIT_ACTIONS[operation.action],
+            target=f"bulk operation {operation.pk}: {operation.selection}"[:255],
+            count=operation.affected,
+            total=operation.total,
+            processed=operation.processed,
+            errors=operation.errors,
+            bulk_operation=operation.pk,
+            **details,
+        )
+    return status

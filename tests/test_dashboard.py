@@ -1,0 +1,234 @@
+"""The status dashboard on the admin index: what it counts, and who sees it."""
+
+import datetime
+import xml.etree.ElementTree as ET
+
+import pytest
+from django.utils import timezone
+
+from connectors.models import Route
+from events import dashboard
+from events.models import Attempt, Event, Execution, WorkerHeartbeat
+from guardrails.killswitch import set_kill_switch
+from guardrails.models import Mode, RuntimeState
+
+pytestmark = pytest.mark.django_db
+
+SVG = "{http://www.w3.org/2000/svg}"
+NOW = timezone.now().replace(second=30, microsecond=0)
+
+
+def ago(**kwargs) -> datetime.datetime:
+    return NOW - datetime.timedelta(**kwargs)
+
+
+def event(source, n, *, at, status="accepted"):
+    return Event.objects.create(
+        source=source,
+        event_id=f"evt-{n}",
+        type="order.created",
+        status=status,
+        payload={"n": n},
+        body_hash=f"{n:064d}",
+        received_at=at,
+    )
+
+
+def execution(evt, route, *, status="queued", at=None, **fields):
+    return Execution.objects.create(
+        event=evt,
+        route=route,
+        status=status,
+        idempotency_key=Execution.new_idempotency_key(),
+        created_at=at or evt.received_at,
+        **fields,
+    )
+
+
+def attempt(ex, number, *, started, finished=None, outcome="succeeded", error_class=""):
+    return Attempt.objects.create(
+        execution=ex,
+        number=number,
+        started_at=started,
+        finished_at=finished,
+        outcome=outcome,
+        error_class=error_class,
+    )
+
+
+def test_it_counts_events_and_executions_by_status_over_the_hour_and_the_day(source, route):
+    recent = event(source, 1, at=ago(minutes=10))
+    execution(recent, route, status="succeeded")
+    older = event(source, 2, at=ago(hours=5), status="held")
+    execution(older, route, status="held")
+    event(source, 3, at=ago(days=2))  # outside both windows
+
+    counts = dashboard.counts(NOW)
+
+    assert counts["1h"]["events"] == {"accepted": 1, "unrouted": 0, "held": 0, "blocked": 0}
+    assert counts["24h"]["events"]["accepted"] == 1
+    assert counts["24h"]["events"]["held"] == 1
+    assert counts["1h"]["executions"]["succeeded"] == 1
+    assert counts["1h"]["executions"]["held"] == 0
+    assert counts["24h"]["executions"]["held"] == 1
+    assert counts["24h"]["executions"]["failed"] == 0
+
+
+def test_it_buckets_accepted_events_and_finished_attempts_by_minute(source, route):
+    minute = NOW.replace(second=0)
+    for n, offset in enumerate([3, 3, 3, 10, 59, 61]):
+        event(source, n, at=minute - datetime.timedelta(minutes=offset, seconds=-5))
+    ex = execution(Event.objects.get(event_id="evt-0"), route, status="succeeded")
+    started = minute - datetime.timedelta(minutes=3, seconds=-10)
+    attempt(ex, 1, started=started, finished=started + datetime.timedelta(seconds=5))
+    # Started before the window, finished inside it: counted in the minute it finished.
+    early = minute - datetime.timedelta(minutes=61)
+    attempt(ex, 2, started=early, finished=minute - datetime.timedelta(minutes=58, seconds=50))
+    attempt(ex, 3, started=minute, finished=None)  # still running: not counted
+
+    rows = dashboard.per_minute(NOW)
+
+    assert len(rows) == 60
+    assert rows[-1]["minute"] == minute
+    by_minute = {r["minute"]: r for r in rows}
+    assert by_minute[minute - datetime.timedelta(minutes=3)]["accepted"] == 3
+    assert by_minute[minute - datetime.timedelta(minutes=10)]["accepted"] == 1
+    assert by_minute[minute - datetime.timedelta(minutes=59)]["accepted"] == 1
+    assert sum(r["accepted"] for r in rows) == 5  # the one 61 minutes ago is outside
+    assert by_minute[minute - datetime.timedelta(minutes=3)]["executed"] == 1
+    assert by_minute[minute - datetime.timedelta(minutes=59)]["executed"] == 1
+    assert sum(r["executed"] for r in rows) == 2
+
+
+def test_it_reports_how_long_the_oldest_due_execution_has_waited(source, route):
+    assert dashboard.oldest_queued_age(NOW) is None
+    other = Route.objects.create(name="other", event_type="*", connector="log", action="record")
+    execution(event(source, 1, at=ago(minutes=7)), route, status="queued")
+    # Waiting longer, but its backoff has not ended: not due, not counted.
+    execution(
+        event(source, 2, at=ago(hours=2)),
+        route,
+        status="retrying",
+        next_attempt_at=NOW + datetime.timedelta(minutes=1),
+    )
+    # Dispatched again since it was created: waits from then.
+    execution(
+        event(source, 3, at=ago(hours=3)),
+        other,
+        status="retrying",
+        next_attempt_at=ago(minutes=9),
+        dispatched_at=ago(minutes=9),
+    )
+    execution(event(source, 4, at=ago(hours=4)), other, status="succeeded")
+
+    assert dashboard.oldest_queued_age(NOW) == datetime.timedelta(minutes=9)
+    assert dashboard.format_age(datetime.timedelta(minutes=9)) == "9 min 0 s"
+
+
+def test_it_ranks_failing_routes_and_error_classes(source, route):
+    bad = Route.objects.create(name="bad", event_type="*", connector="log", action="record")
+    for n in range(3):
+        ex = execution(event(source, n, at=ago(hours=1)), bad, status="failed")
+        attempt(ex, 1, started=ago(minutes=50), outcome="permanent_error", error_class="Refused")
+    ex = execution(event(source, 9, at=ago(hours=1)), route, status="retrying")
+    attempt(ex, 1, started=ago(minutes=50), outcome="retryable_error", error_class="Timeout")
+    attempt(ex, 2, started=ago(minutes=40), outcome="retryable_error", error_class="Timeout")
+    attempt(ex, 3, started=ago(days=2), outcome="retryable_error", error_class="Old")
+
+    routes = dashboard.failing_routes(NOW)
+    classes = dashboard.error_classes(NOW)
+
+    assert [(r["route"], r["failed_executions"], r["failed_attempts"]) for r in routes] == [
+        ("bad", 3, 3),
+        ("orders-to-log", 0, 2),
+    ]
+    assert classes == [
+        {"error_class": "Refused", "count": 3},
+        {"error_class": "Timeout", "count": 2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "tone", "label"),
+    [
+        (Mode.RUNNING, "running", "Running"),
+        (Mode.KILLED, "killed", "Killed"),
+        (Mode.DRY_RUN, "dry-run", "Dry run"),
+    ],
+)
+def test_the_banner_names_the_mode_in_words_and_colour(mode, tone, label):
+    RuntimeState.objects.update_or_create(pk=1, defaults={"mode": mode, "reason": "why <b>"})
+
+    shown = dashboard.banner()
+
+    assert (shown["mode"], shown["tone"], shown["label"]) == (mode, tone, label)
+    assert shown["reason"] == "why <b>"
+
+
+def test_the_chart_is_well_formed_svg_with_both_series_and_a_description(source, route):
+    event(source, 1, at=NOW)
+
+    svg = dashboard.chart_svg(dashboard.per_minute(NOW))
+    root = ET.fromstring(svg)  # noqa: S314 (our own output)
+
+    assert root.tag == SVG + "svg"
+    assert root.find(SVG + "title") is not None
+    assert "1 events accepted" in root.find(SVG + "desc").text
+    classes = {p.get("class") for p in root.iter(SVG + "polyline")}
+    assert classes == {"series-accepted", "series-executed"}
+    assert all(len(p.get("points").split()) == 60 for p in root.iter(SVG + "polyline"))
+    point_titles = [t.text for c in root.iter(SVG + "circle") for t in c.iter(SVG + "title")]
+    assert point_titles and "1 events accepted" in point_titles[0]
+
+
+def test_the_chart_escapes_its_text():
+    rows = [{"minute": NOW, "accepted": 0, "executed": 0}]
+    original = dashboard.SERIES
+    dashboard.SERIES = (("accepted", "<script>", "red"), ("executed", "a&b", "blue"))
+    try:
+        svg = dashboard.chart_svg(rows)
+    finally:
+        dashboard.SERIES = original
+
+    assert "<script>" not in svg
+    ET.fromstring(svg)  # noqa: S314
+
+
+def test_a_viewer_sees_the_dashboard_on_the_admin_index(client, viewer, source, route):
+    WorkerHeartbeat.objects.create(worker_id="w-1", hostname="h", pid=1, engine="db")
+    bad = Route.objects.create(name="bad-route", event_type="*", connector="log", action="record")
+    ex = execution(event(source, 1, at=ago(minutes=5)), bad, status="failed")
+    attempt(ex, 1, started=ago(minutes=5), outcome="permanent_error", error_class="Refused")
+    client.force_login(viewer)
+
+    page = client.get("/admin/").content.decode()
+
+    assert 'id="runtime-dashboard"' in page
+    assert 'data-mode="running"' in page and "Running" in page
+    assert "<svg" in page
+    assert "/admin/guardrails/runtimestate/1/change/" in page
+    assert "/admin/events/execution/?status__exact=failed" in page
+    assert f"/admin/events/execution/?route__id__exact={bad.pk}" in page
+    assert "Refused" in page and "w-1" in page
+    assert "Events" in page  # the normal index is still below
+
+
+def test_an_operator_sees_the_kill_switch_reason_on_a_red_banner(client, operator):
+    set_kill_switch(engaged=True, actor=operator, reason="bad <deploy>", via="cli")
+    client.force_login(operator)
+
+    page = client.get("/admin/").content.decode()
+
+    assert 'class="banner killed"' in page
+    assert "Killed" in page
+    assert "bad &lt;deploy&gt;" in page
+    assert "Release the kill switch" in page
+
+
+def test_staff_without_rights_see_the_normal_index_only(client, staff_without_rights):
+    client.force_login(staff_without_rights)
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 200
+    assert b"runtime-dashboard" not in response.content
