@@ -110,30 +110,24 @@ def enqueue(operation_id: int) -> bool:
     return True
 
 
+# The same rules as the one-off actions; one audit entry covers the whole operation.
 def _replay(ids, operation) -> int:
     statuses = operations.replayable_statuses(force=operation.force)
     return len(
-        operations._requeue(ids, from_statuses=statuses, note=f"replayed by {operation.actor}")
+        operations.requeue(ids, from_statuses=statuses, note=f"replayed by {operation.actor}")
     )
 
 
 def _release(ids, operation) -> int:
     return len(
-        operations._requeue(
+        operations.requeue(
             ids, from_statuses=[ExecutionStatus.HELD], note=f"released by {operation.actor}"
         )
     )
 
 
 def _cancel(ids, operation) -> int:
-    # The same conditional UPDATE as operations.cancel, without its per-call audit entry.
-    now = timezone.now()
-    return Execution.objects.filter(pk__in=ids, status__in=operations.CANCELLABLE).update(
-        status=ExecutionStatus.CANCELLED,
-        status_reason=f"cancelled by {operation.actor}",
-        finished_at=now,
-        updated_at=now,
-    )
+    return operations.cancel_ids(ids, note=f"cancelled by {operation.actor}")
 
 
 RUNNERS = {BulkAction.REPLAY: _replay, BulkAction.CANCEL: _cancel, BulkAction.RELEASE: _release}

@@ -172,6 +172,19 @@ def _run(execution_id: int, *, owner: str) -> str:
             route=execution.route.name,
         )
 
+        if execution.event.payload is None:
+            # Its event was pruned (docs/retention.md) after a replay queued it: nothing to
+            # run it with. Give the attempt back and say why.
+            _finish(
+                execution,
+                ExecutionStatus.CANCELLED,
+                status_reason="its event was pruned; there is no payload to run it with",
+                attempts=F("attempts") - 1,
+                total_attempts=F("total_attempts") - 1,
+                next_attempt_at=None,
+            )
+            return ExecutionStatus.CANCELLED
+
         # The first check before every side effect, read fresh from the database.
         decision = policy.decide_execution(execution=execution)
         if decision.verdict is policy.Verdict.DEFER:

@@ -27,8 +27,9 @@ def _ids(queryset):
     return list(queryset.order_by("pk").values_list("pk", flat=True))
 
 
-def _requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
+def requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
     """Queue these executions again, keeping their idempotency keys; returns those moved.
+    Not audited: callers record one audit entry for the whole operation.
 
     Executions whose event was pruned (its payload is gone, docs/retention.md) are never
     queued again: their action would run without its payload. `progress(done, total)` is
@@ -77,7 +78,7 @@ def _requeue_audited(
     queryset, statuses, *, verb: str, action: str, actor, via, reason, progress=None, **details
 ):
     ids = _ids(queryset.filter(status__in=statuses))
-    moved = _requeue(
+    moved = requeue(
         ids,
         from_statuses=statuses,
         note=f"{verb} by {audit.actor_name(actor)}",
@@ -128,20 +129,24 @@ def replay(queryset, *, actor, via, force: bool = False, reason: str = "", progr
     )
 
 
-def cancel(queryset, *, actor, via, reason: str = "") -> int:
-    """Cancel executions that have not started (queued, retrying, held). Returns how many."""
-    ids = _ids(queryset.filter(status__in=CANCELLABLE))
+def cancel_ids(ids, *, note: str) -> int:
+    """Cancel those of these executions that have not started; returns how many. Not
+    audited: callers record one audit entry for the whole operation."""
     now = timezone.now()
     cancelled = 0
     for start in range(0, len(ids), CHUNK):
         cancelled += Execution.objects.filter(
             pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE
         ).update(
-            status=ExecutionStatus.CANCELLED,
-            status_reason=f"cancelled by {audit.actor_name(actor)}",
-            finished_at=now,
-            updated_at=now,
+            status=ExecutionStatus.CANCELLED, status_reason=note, finished_at=now, updated_at=now
         )
+    return cancelled
+
+
+def cancel(queryset, *, actor, via, reason: str = "") -> int:
+    """Cancel executions that have not started (queued, retrying, held). Returns how many."""
+    ids = _ids(queryset.filter(status__in=CANCELLABLE))
+    cancelled = cancel_ids(ids, note=f"cancelled by {audit.actor_name(actor)}")
     audit.record(
         actor=actor,
         via=via,

@@ -413,3 +413,10 @@ def test_the_bulk_operation_page_is_read_only(admin_client, source, route, low_t
     assert (
         admin_client.post(f"/admin/events/bulkoperation/{operation.pk}/delete/", {"post": "yes"})
     ).status_code == 403
+
+
+def test_history_cannot_be_bulk_deleted_from_the_admin(admin_client):
+    for path in ("/admin/events/event/", "/admin/events/execution/", "/admin/events/attempt/"):
+        page = admin_client.get(path)
+        assert page.status_code == 200
+        assert b'value="delete_selected"' not in page.content, path

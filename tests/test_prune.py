@@ -281,6 +281,20 @@ def test_replay_refuses_an_execution_whose_event_was_pruned(delivered):
     assert execution.status == ExecutionStatus.SUCCEEDED
 
 
+def test_a_worker_never_runs_an_execution_whose_event_was_pruned_meanwhile(delivered):
+    """A replay queued in the same instant prune stripped the event: the worker refuses."""
+    age(40, delivered)
+    prune("--older-than", "30d")
+    execution = delivered.executions.get()
+    Execution.objects.filter(pk=execution.pk).update(status=ExecutionStatus.QUEUED)
+
+    assert engine.run(execution.pk) == ExecutionStatus.CANCELLED
+
+    execution.refresh_from_db()
+    assert "pruned" in execution.status_reason
+    assert not Attempt.objects.filter(execution=execution).exists()
+
+
 def test_routing_again_refuses_a_pruned_unrouted_event(source, route):
     event = old_events(source, None, 1, days=40, status=None, event_status=EventStatus.UNROUTED)
     prune("--older-than", "30d")
