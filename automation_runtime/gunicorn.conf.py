@@ -15,3 +15,22 @@ wsgi_app = "automation_runtime.wsgi:application"
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 control_socket_disable = True
+
+if os.environ.get("LOG_FORMAT", "plain").strip().lower() == "json":
+    # gunicorn's own lines (start, stop, worker timeouts, the access log) as JSON too.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "automation_runtime.logcontext.JsonFormatter"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }

@@ -416,6 +416,13 @@ class StatusReportSerializer(serializers.Serializer):
         child=serializers.IntegerField(),
         help_text="Executions by status, every status present.",
     )
+    queue_depth = serializers.IntegerField(
+        help_text="Executions a worker may claim now: queued, or retrying and due."
+    )
+    oldest_queued_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="How long the longest-waiting of those has waited; null when none.",
+    )
     workers = WorkerSerializer(many=True, help_text="Live workers, newest heartbeat first.")
     circuits = CircuitSerializer(many=True, help_text="Circuit breakers that are not closed.")
     guardrail_decisions = GuardrailDecisionSerializer(

@@ -7,9 +7,11 @@ same rules, recording its progress after each batch and one audit entry at the e
 """
 
 import logging
+from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from events import operations
@@ -24,6 +26,9 @@ ADMIN_BULK_THRESHOLD = 500
 BULK_MAX = 200_000
 # Executions per batch; also keeps SQLite's IN lists short.
 BATCH = 500
+# An operation with no finished batch for this long lost its worker (or its task message):
+# another worker takes it over where it stopped. A batch takes seconds.
+STALLED_AFTER = timedelta(minutes=5)
 
 AUDIT_ACTIONS = {
     BulkAction.REPLAY: "executions.replay",
@@ -93,6 +98,28 @@ def start(action: str, ids, *, actor, via="admin", force=False, selection="") ->
     return operation
 
 
+def _stalled(now) -> Q:
+    return Q(status=BulkStatus.RUNNING) & (
+        Q(progressed_at__lt=now - STALLED_AFTER)
+        | Q(progressed_at__isnull=True, started_at__lt=now - STALLED_AFTER)
+    )
+
+
+def resume_stalled(now=None) -> list[int]:
+    """Send a new task for each operation whose worker died or whose task message was lost
+    (pending or running with no progress for STALLED_AFTER). Every worker's housekeeping
+    calls this; the claim in `run` lets one worker take each over."""
+    now = now or timezone.now()
+    lost_message = Q(status=BulkStatus.PENDING, created_at__lt=now - STALLED_AFTER)
+    ids = list(
+        BulkOperation.objects.filter(lost_message | _stalled(now)).values_list("pk", flat=True)
+    )
+    for operation_id in ids:
+        logger.warning("bulk operation %s stalled; sending it to a worker again", operation_id)
+        enqueue(operation_id)
+    return ids
+
+
 def enqueue(operation_id: int) -> bool:
     """Send the operation's task. On failure the row is marked failed, with the reason."""
     from events.tasks import run_bulk_operation
@@ -139,9 +166,12 @@ def run(operation_id: int) -> str:
     Returns "skipped" if it is not pending (another worker claimed it first, or it ran
     already). A failing batch is counted in `errors` and the next one still runs.
     """
-    claimed = BulkOperation.objects.filter(pk=operation_id, status=BulkStatus.PENDING).update(
-        status=BulkStatus.RUNNING, started_at=timezone.now()
-    )
+    now = timezone.now()
+    # Pending, or running with no progress for STALLED_AFTER: its worker died. The
+    # conditional UPDATE lets one worker win either way.
+    claimed = BulkOperation.objects.filter(
+        Q(status=BulkStatus.PENDING) | _stalled(now), pk=operation_id
+    ).update(status=BulkStatus.RUNNING, started_at=Coalesce("started_at", now), progressed_at=now)
     if claimed != 1:
         return "skipped"
     operation = BulkOperation.objects.get(pk=operation_id)
@@ -150,7 +180,9 @@ def run(operation_id: int) -> str:
     rows = BulkOperation.objects.filter(pk=operation_id)
     status = BulkStatus.FAILED
     try:
-        for start_at in range(0, len(ids), BATCH):
+        # A taken-over operation goes on after the last batch recorded; batches are
+        # conditional updates, so one done twice changes nothing more.
+        for start_at in range(operation.processed, len(ids), BATCH):
             batch = ids[start_at : start_at + BATCH]
             try:
                 changed = runner(batch, operation)
@@ -160,10 +192,13 @@ def run(operation_id: int) -> str:
                     processed=F("processed") + len(batch),
                     errors=F("errors") + len(batch),
                     last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    progressed_at=timezone.now(),
                 )
             else:
                 rows.update(
-                    processed=F("processed") + len(batch), affected=F("affected") + changed
+                    processed=F("processed") + len(batch),
+                    affected=F("affected") + changed,
+                    progressed_at=timezone.now(),
                 )
         status = BulkStatus.DONE
     finally:

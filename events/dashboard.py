@@ -6,14 +6,14 @@ cheap on tables with millions of rows. `snapshot()` is what the admin index show
 
 import datetime
 
-from django.db.models import Count, Min, Q
-from django.db.models.functions import Coalesce, TruncMinute
+from django.db.models import Count
+from django.db.models.functions import TruncMinute
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from events import stats
 from events.models import (
-    CLAIMABLE_STATUSES,
     Attempt,
     AttemptOutcome,
     Event,
@@ -144,17 +144,10 @@ def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
 
 
 def oldest_queued_age(now=None) -> datetime.timedelta | None:
-    """How long the longest-waiting due execution (queued, or retrying and past its
-    backoff) has waited since it became runnable; None when nothing waits."""
-    now = now or timezone.now()
-    oldest = (
-        Execution.objects.filter(status__in=CLAIMABLE_STATUSES)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .aggregate(oldest=Min(Coalesce("dispatched_at", "created_at")))["oldest"]
-    )
-    if oldest is None:
-        return None
-    return max(now - oldest, datetime.timedelta(0))
+    """How long the longest-waiting due execution has waited (events.stats.queue_wait);
+    None when nothing waits."""
+    seconds = stats.queue_wait(now)["oldest_age_seconds"]
+    return None if seconds is None else datetime.timedelta(seconds=seconds)
 
 
 def failing_routes(now=None, limit: int = TOP) -> list[dict]:

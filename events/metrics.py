@@ -42,7 +42,7 @@ import time
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
@@ -56,11 +56,9 @@ from connectors import circuits
 from connectors.models import Route
 from events import stats
 from events.models import (
-    CLAIMABLE_STATUSES,
     Attempt,
     Event,
     Execution,
-    ExecutionStatus,
     Source,
 )
 from events.workers import live_workers
@@ -124,18 +122,7 @@ def _executions(families: list, now) -> None:
         gauge.add_metric([names.get(route_id, str(route_id)), status], n)
     families.append(gauge)
 
-    # Claimable now: queued, or retrying and due. The partial index on pending rows
-    # keeps this to the few unfinished executions.
-    due = Execution.objects.filter(status__in=CLAIMABLE_STATUSES).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    waiting = due.aggregate(
-        depth=Count("pk"),
-        # A queued execution waits since it entered `queued` (updated_at: the reaper's
-        # re-sent task messages do not touch it); a retrying one since it became due.
-        queued_since=Min("updated_at", filter=Q(status=ExecutionStatus.QUEUED)),
-        due_since=Min("next_attempt_at", filter=Q(status=ExecutionStatus.RETRYING)),
-    )
+    waiting = stats.queue_wait(now)
     families.append(
         GaugeMetricFamily(
             "automation_queue_depth",
@@ -143,12 +130,11 @@ def _executions(families: list, now) -> None:
             value=waiting["depth"],
         )
     )
-    since = [t for t in (waiting["queued_since"], waiting["due_since"]) if t is not None]
     families.append(
         GaugeMetricFamily(
             "automation_queue_oldest_age_seconds",
             "How long the longest-waiting claimable execution has waited (0 when none).",
-            value=max(0.0, (now - min(since)).total_seconds()) if since else 0.0,
+            value=waiting["oldest_age_seconds"] or 0.0,
         )
     )
 

@@ -485,6 +485,9 @@ class BulkOperation(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    progressed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its last batch was done: shows it is alive."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -1,4 +1,4 @@
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
@@ -14,13 +14,33 @@ def counts_by_status() -> dict:
     return {"events": events, "executions": executions}
 
 
+def queue_wait(now=None) -> dict:
+    """What waits for a worker now: `depth`, the executions a worker may claim (queued, or
+    retrying and past their backoff), and `oldest_age_seconds`, how long the longest-waiting
+    of them has waited (None when none): a queued one since it entered `queued`
+    (updated_at; the reaper's re-sent task messages do not touch it), a retrying one since
+    it became due. The dashboard, /metrics and `manage.py status` all show this.
+
+    Only unfinished rows are read (the partial index on pending executions)."""
+    now = now or timezone.now()
+    due = Execution.objects.filter(
+        status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RETRYING]
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    waiting = due.aggregate(
+        depth=Count("pk"),
+        queued_since=Min("updated_at", filter=Q(status=ExecutionStatus.QUEUED)),
+        due_since=Min("next_attempt_at", filter=Q(status=ExecutionStatus.RETRYING)),
+    )
+    since = [t for t in (waiting["queued_since"], waiting["due_since"]) if t is not None]
+    return {
+        "depth": waiting["depth"],
+        "oldest_age_seconds": max(0.0, (now - min(since)).total_seconds()) if since else None,
+    }
+
+
 def oldest_queued_age_seconds(now=None) -> float | None:
-    """How long the longest-waiting queued execution has waited to be claimed, in
-    seconds (since it was created or last queued again); None when nothing is queued."""
-    oldest = Execution.objects.queued().aggregate(at=Min("updated_at"))["at"]
-    if oldest is None:
-        return None
-    return max(0.0, ((now or timezone.now()) - oldest).total_seconds())
+    """See queue_wait."""
+    return queue_wait(now)["oldest_age_seconds"]
 
 
 def workers_summary() -> list[dict]:
@@ -88,11 +108,14 @@ def report() -> dict:
 
     state = RuntimeState.current()
     counts = counts_by_status()
+    waiting = queue_wait()
     return {
         "mode": state.mode,
         "kill_switch": state.kill_switch_json(),
         "processed": counts["executions"]["succeeded"],
         **counts,
+        "queue_depth": waiting["depth"],
+        "oldest_queued_seconds": waiting["oldest_age_seconds"],
         "workers": workers_summary(),
         "circuits": circuits.summary(),
         "guardrail_decisions": decisions_by_reason(),

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from events import execution
+from events import bulk, execution
 from events.models import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class Housekeeper(threading.Thread):
                         logger.info("reaper: %s", done)
                     passes += 1
                     if passes % 12 == 1:
+                        bulk.resume_stalled()
                         prune_task_results(
                             older_than_seconds=settings.TASK_RESULT_RETENTION_SECONDS
                         )

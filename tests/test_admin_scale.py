@@ -273,6 +273,7 @@ def test_a_small_selection_runs_in_the_request(admin_client, source, route, low_
     assert (audit.action, audit.details["count"]) == ("executions.replay", 3)
 
 
+@pytest.mark.django_db(transaction=True)  # the worker's own transactions, on PostgreSQL too
 def test_a_large_selection_runs_in_the_background_in_batches_with_one_audit_entry(
     admin_client, source, route, low_threshold, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -420,3 +421,34 @@ def test_history_cannot_be_bulk_deleted_from_the_admin(admin_client):
         page = admin_client.get(path)
         assert page.status_code == 200
         assert b'value="delete_selected"' not in page.content, path
+
+
+def test_a_bulk_operation_whose_worker_died_is_taken_over_where_it_stopped(
+    source, route, low_threshold, monkeypatch
+):
+    executions = make_many(source, route, 6)
+    operation = bulk.start("replay", [e.pk for e in executions], actor="olivia")
+    # A worker claimed it, did the first batch (2), and died 10 minutes ago.
+    long_ago = timezone.now() - timedelta(minutes=10)
+    BulkOperation.objects.filter(pk=operation.pk).update(
+        status="running", started_at=long_ago, progressed_at=long_ago, processed=2
+    )
+    batches = []
+    replay = bulk.RUNNERS[BulkAction.REPLAY]
+    monkeypatch.setitem(
+        bulk.RUNNERS, BulkAction.REPLAY, lambda ids, op: batches.append(ids) or replay(ids, op)
+    )
+    alive = bulk.start("cancel", [executions[0].pk], actor="olivia")
+    BulkOperation.objects.filter(pk=alive.pk).update(
+        status="running", started_at=timezone.now(), progressed_at=timezone.now()
+    )
+
+    assert bulk.resume_stalled() == [operation.pk], "only the stalled one is sent again"
+    assert bulk.run(alive.pk) == "skipped", "a live operation is not taken over"
+    assert bulk.run(operation.pk) == "done"
+
+    operation.refresh_from_db()
+    assert (operation.status, operation.processed) == ("done", 6)
+    assert [len(b) for b in batches] == [2, 2], "it went on after the batch already done"
+    assert operation.started_at == long_ago
+    assert OperatorAction.objects.filter(details__bulk_operation=operation.pk).count() == 1

@@ -255,3 +255,30 @@ def test_replay_draws_a_bar_on_a_terminal():
         "\rreplaying [###############...............] 1000/2000"
         "\rreplaying [##############################] 2000/2000\n"
     )
+
+
+def test_status_and_the_status_api_report_the_same_queue_wait(client, operator, source, route):
+    """One rule for `oldest queued`: the CLI, the JSON API and the dashboard agree."""
+    import datetime
+    import json as _json
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from events import dashboard
+    from events.models import Execution
+    from tests.test_ingest import ORDER, post
+
+    assert post(client, ORDER, key=source.api_key).status_code == 202
+    Execution.objects.update(updated_at=timezone.now() - datetime.timedelta(minutes=3))
+
+    out = StringIO()
+    call_command("status", "--json", stdout=out)
+    cli = _json.loads(out.getvalue())
+    api = client.get("/admin/status", HTTP_AUTHORIZATION=f"Bearer {operator.token}").json()
+
+    assert cli["queue_depth"] == api["queue_depth"] == 1
+    for seconds in (cli["oldest_queued_seconds"], api["oldest_queued_seconds"]):
+        assert 175 < seconds < 200
+    assert 175 < dashboard.oldest_queued_age().total_seconds() < 200

@@ -147,3 +147,28 @@ def test_the_default_log_format_is_plain_and_a_bad_one_is_refused():
 
     assert plain.returncode == 0 and "WARNING x hello" in plain.stderr
     assert bad.returncode != 0 and "LOG_FORMAT must be 'plain' or 'json'" in bad.stderr
+
+
+@pytest.mark.live
+def test_every_process_logs_one_json_object_per_line(tmp_path):
+    """gunicorn's own lines, the web workers' and the execution worker's: all JSON."""
+    from tests.live import LiveRuntime
+
+    runtime = LiveRuntime(tmp_path)
+    runtime.env["LOG_FORMAT"] = "json"
+    try:
+        runtime.prepare().start()
+        response = runtime.post_event({"event_id": "json-log-1", "type": "order.created"})
+        assert response.status_code == 202
+        runtime.wait_for(
+            lambda: runtime.query("SELECT status FROM events_execution") == [("succeeded",)]
+        )
+    finally:
+        runtime.close()
+    logs = sorted(tmp_path.glob("*.log"))
+    assert any(p.name.startswith("worker-") for p in logs), logs
+    lines = [line for path in logs for line in path.read_text().splitlines() if line.strip()]
+    assert lines, "the processes wrote log lines"
+    records = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert {"gunicorn.error"} <= {r["logger"] for r in records}
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)

@@ -171,6 +171,8 @@ def test_the_status_report_names_its_top_level_keys(document):
         "processed",
         "events",
         "executions",
+        "queue_depth",
+        "oldest_queued_seconds",
         "workers",
         "circuits",
         "guardrail_decisions",

@@ -46,7 +46,7 @@ class Command(BaseCommand):
 
         housekeeper = workers.Housekeeper(worker_id, engine=engine)
         housekeeper.start()
-        self.stdout.write(f"worker {worker_id} started (engine: {engine})")
+        logger.info("worker %s started (engine: %s)", worker_id, engine)
         try:
             self._run_engine(engine, worker_id, interval, batch=False, verbosity=verbosity)
         finally:
@@ -55,7 +55,7 @@ class Command(BaseCommand):
                 workers.gone(worker_id)
             except Exception:
                 logger.warning("could not remove the heartbeat of %s", worker_id)
-            self.stdout.write(f"worker {worker_id} stopped")
+            logger.info("worker %s stopped", worker_id)
 
     def _run_engine(self, engine, worker_id, interval, *, batch, verbosity):
         if engine == "rq":

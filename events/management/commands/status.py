@@ -45,7 +45,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, as_json: bool = False, **options):
         report = stats.report()
-        report["oldest_queued_seconds"] = stats.oldest_queued_age_seconds()
         if as_json:
             self.stdout.write(json.dumps(report, indent=2))
             return
