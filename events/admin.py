@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from automation_runtime.admin import ReadOnlyAdmin
 from events import bulk, operations, signatures, sources
 from events.models import (
     Attempt,
@@ -289,22 +290,13 @@ class SourceAdmin(admin.ModelAdmin):
 
 
 @admin.register(RejectedRequest)
-class RejectedRequestAdmin(admin.ModelAdmin):
+class RejectedRequestAdmin(ReadOnlyAdmin):
     """Requests refused with 401, by day, source and reason. The sender saw only `401`."""
 
     list_display = ("day", "source_name", "reason", "count", "last_seen_at")
     list_filter = ("reason", "day", "source_name")
     search_fields = ("=source_name",)
     ordering = ("-day", "-count")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class TypeFilter(admin.SimpleListFilter):
@@ -685,7 +677,7 @@ class AttemptAdmin(BigTableAdmin):
 
 
 @admin.register(BulkOperation)
-class BulkOperationAdmin(admin.ModelAdmin):
+class BulkOperationAdmin(ReadOnlyAdmin):
     """Replay, cancel and release held on many executions, run by a worker; read-only."""
 
     list_display = ("id", "action", "force", "status", "progress", "errors", "actor", "created_at")
@@ -704,6 +696,7 @@ class BulkOperationAdmin(admin.ModelAdmin):
         "executions",
         "created_at",
         "started_at",
+        "progressed_at",
         "finished_at",
     )
     fields = readonly_fields
@@ -718,15 +711,6 @@ class BulkOperationAdmin(admin.ModelAdmin):
         ids = obj.execution_ids or []
         shown = ", ".join(str(i) for i in ids[:20])
         return shown + (f" … ({len(ids):,} in all)" if len(ids) > 20 else "")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WorkerHeartbeat)

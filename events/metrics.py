@@ -62,6 +62,7 @@ from events.models import (
     Source,
 )
 from events.workers import live_workers
+from guardrails import permissions
 
 logger = logging.getLogger(__name__)
 
@@ -306,17 +307,6 @@ def _bearer(request) -> str | None:
     return None
 
 
-def _may_view_status(user) -> bool:
-    from guardrails.views import CanViewStatus
-
-    return bool(
-        user
-        and user.is_active
-        and user.is_staff
-        and any(user.has_perm(perm) for perm in CanViewStatus.perms)
-    )
-
-
 def _refusal(request):
     """None when the request may read the metrics, else the 401 or 403 to answer."""
     if _from_loopback(request):
@@ -350,7 +340,7 @@ def _refusal(request):
                 "Metrics are served to this host, to the METRICS_TOKEN and to operators.",
                 WWW_Authenticate='Bearer realm="metrics"',
             )
-    if not _may_view_status(user):
+    if not permissions.may_view_status(user):
         return error_response(
             403, "permission_denied", "You need permission to view the runtime status."
         )

@@ -4,6 +4,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from automation_runtime.admin import ReadOnlyAdmin
 from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
 from guardrails.models import (
     AllowedAction,
@@ -84,21 +85,12 @@ class RuntimeStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(OperatorAction)
-class OperatorActionAdmin(admin.ModelAdmin):
+class OperatorActionAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor", "via", "action", "target", "reason")
     list_filter = ("via", "action")
     search_fields = ("actor", "target", "reason")
     readonly_fields = ("at", "actor", "via", "action", "target", "reason", "details")
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(OperatorToken)

@@ -21,6 +21,21 @@ _VIEW = (
     "guardrails.view_allowedaction",
 )
 
+# Who may see the runtime's status: GET /admin/status, /metrics and the admin dashboard.
+STATUS_VIEWER_PERMS = ("guardrails.view_runtimestate", "guardrails.change_kill_switch")
+
+
+def is_staff_with_any(user, perms) -> bool:
+    """Active staff holding at least one of `perms`."""
+    return bool(
+        user and user.is_active and user.is_staff and any(user.has_perm(perm) for perm in perms)
+    )
+
+
+def may_view_status(user) -> bool:
+    return is_staff_with_any(user, STATUS_VIEWER_PERMS)
+
+
 GROUPS = {
     # May flip the kill switch, release, replay and cancel executions, and see everything.
     "operators": (*_VIEW, "guardrails.change_kill_switch", "events.change_execution"),

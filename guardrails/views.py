@@ -14,6 +14,7 @@ from automation_runtime.errors import error_response
 from events import stats
 from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
 from guardrails.models import Via
+from guardrails.permissions import STATUS_VIEWER_PERMS, is_staff_with_any
 
 
 class StaffWithAnyPermission(permissions.BasePermission):
@@ -22,18 +23,12 @@ class StaffWithAnyPermission(permissions.BasePermission):
     perms: tuple[str, ...] = ()
 
     def has_permission(self, request, view):
-        user = request.user
-        return bool(
-            user
-            and user.is_active
-            and user.is_staff
-            and any(user.has_perm(perm) for perm in self.perms)
-        )
+        return is_staff_with_any(request.user, self.perms)
 
 
 class CanViewStatus(StaffWithAnyPermission):
     message = "You need permission to view the runtime status."
-    perms = ("guardrails.view_runtimestate", "guardrails.change_kill_switch")
+    perms = STATUS_VIEWER_PERMS
 
 
 class CanChangeKillSwitch(StaffWithAnyPermission):

@@ -4,20 +4,9 @@ view the runtime status (the same rule as GET /admin/status)."""
 from django import template
 
 from events import dashboard
+from guardrails.permissions import may_view_status
 
 register = template.Library()
-
-VIEW_PERMS = ("guardrails.view_runtimestate", "guardrails.change_kill_switch")
-
-
-def can_view_status(user) -> bool:
-    """Active staff holding a permission to view the runtime status."""
-    return bool(
-        user
-        and user.is_active
-        and user.is_staff
-        and any(user.has_perm(perm) for perm in VIEW_PERMS)
-    )
 
 
 def _rows(counts: dict, kind: str) -> list[dict]:
@@ -31,7 +20,7 @@ def _rows(counts: dict, kind: str) -> list[dict]:
 def runtime_dashboard(context):
     request = context.get("request")
     user = getattr(request, "user", None)
-    if not can_view_status(user):
+    if not may_view_status(user):
         return {"show": False}
     data = dashboard.snapshot()
     return {
