@@ -53,7 +53,7 @@ def browser():
         options.add_argument(arg)
     options.add_argument("--window-size=1400,1000")
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.implicitly_wait(5)
+    driver.implicitly_wait(15)  # a loaded 2-core machine can take seconds per page
     yield driver
     driver.quit()
 
