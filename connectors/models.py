@@ -6,9 +6,12 @@ from django.db import models
 
 from automation_runtime.patterns import type_matches
 from connectors import registry, templating
+from guardrails.config import WatchedQuerySet
 
 
-class RouteQuerySet(models.QuerySet):
+class RouteQuerySet(WatchedQuerySet):
+    # Cached per process by ingestion (events/snapshot.py): every change bumps the token.
+
     def enabled(self):
         return self.filter(enabled=True)
 

@@ -8,7 +8,7 @@ UPDATE that matches nothing, and a lost one is sent again by the reaper.
 import datetime
 import logging
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,34 @@ def send(execution_ids, *, run_after: datetime.datetime | None = None) -> int:
 
 
 def send_on_commit(execution_ids, *, run_after: datetime.datetime | None = None) -> None:
-    """Enqueue after the current transaction commits, so no worker sees a missing row."""
+    """Enqueue so that no worker sees a message before its execution row.
+
+    With the database queue (django-tasks-db) inside a transaction, the messages are
+    written in that transaction (a transactional outbox): they commit or roll back with
+    the executions, and ingestion needs one commit instead of two. A failure to write
+    them rolls back their savepoint only; the rows stay claimable and the reaper sends
+    again. With Redis, or outside a transaction, they are sent once the data is committed.
+    """
     ids = list(execution_ids)
-    if ids:
-        transaction.on_commit(lambda: send(ids, run_after=run_after))
+    if not ids:
+        return
+    if transaction.get_connection().in_atomic_block and _queue_in_database():
+        from events.tasks import run_execution
+
+        task = run_execution.using(run_after=run_after) if run_after else run_execution
+        try:
+            with transaction.atomic():
+                for execution_id in ids:
+                    task.enqueue(execution_id)
+        except DatabaseError:
+            logger.exception("could not enqueue executions %s", ids)
+        return
+    transaction.on_commit(lambda: send(ids, run_after=run_after))
+
+
+def _queue_in_database() -> bool:
+    from django_tasks_db import DatabaseBackend
+
+    from events.tasks import run_execution
+
+    return isinstance(run_execution.get_backend(), DatabaseBackend)

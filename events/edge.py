@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from events import signatures, sources
+from events import signatures, snapshot, sources
 from events.models import (
     AuthScheme,
     CredentialKind,
@@ -31,6 +31,7 @@ from events.models import (
     hash_key,
 )
 from events.payloads import MAX_ID_LENGTH, IngestError, valid_identifier
+from guardrails.models import RuntimeState
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +54,22 @@ def _mark_used(row: SourceKey, now) -> None:
     # At most one write a minute per credential, so a busy sender adds no write per request.
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_PRECISION:
         SourceKey.objects.filter(pk=row.pk).update(last_used_at=now)
+        row.last_used_at = now  # the row may be the cached one (events/snapshot.py)
 
 
 def authenticate_api_key(key: str | None) -> Source:
     """POST /webhook: the enabled api_key source owning this active key."""
     if not key:
         raise Rejected("missing_credentials")
-    row = (
-        SourceKey.objects.select_related("source")
-        .filter(kind=CredentialKind.API_KEY, key_hash=hash_key(key))
-        .first()
-    )
+    key_hash = hash_key(key)
+    row = snapshot.snapshot(RuntimeState.current().config_token).api_keys.get(key_hash)
+    if row is None:
+        # Not a usable key: read it afresh to tell operators why (revoked, expired).
+        row = (
+            SourceKey.objects.select_related("source")
+            .filter(kind=CredentialKind.API_KEY, key_hash=key_hash)
+            .first()
+        )
     if row is None:
         raise Rejected("invalid_key")
     now = timezone.now()

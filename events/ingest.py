@@ -9,8 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from automation_runtime.logcontext import bind, log_context
-from connectors.models import Route
-from events import dispatch
+from events import dispatch, snapshot
 from events.models import (
     Event,
     EventStatus,
@@ -22,6 +21,7 @@ from events.models import (
 )
 from events.payloads import IngestError, ParsedEvent
 from guardrails import policy
+from guardrails.models import RuntimeState
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +86,14 @@ def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResul
 
 
 def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
+    state = RuntimeState.current()
     try:
         decision = policy.decide_ingest(
-            source=source, event_type=parsed.type, payload=parsed.payload
+            source=source, event_type=parsed.type, payload=parsed.payload, state=state
         )
     except policy.PayloadRejected as exc:
         raise IngestError(400, "schema_violation", str(exc)) from None
-    routes = Route.objects.matching(parsed.type)
+    routes = snapshot.snapshot(state.config_token).matching(parsed.type)
 
     if decision.verdict is policy.Verdict.HOLD:
         status, execution_status = EventStatus.HELD, ExecutionStatus.HELD

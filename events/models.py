@@ -5,6 +5,8 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from guardrails.config import WatchedQuerySet
+
 
 def hash_key(key: str) -> str:
     """API keys are random and long, so one SHA-256 is enough and allows indexed lookup."""
@@ -34,6 +36,10 @@ class TypeFrom(models.TextChoices):
     HEADER = "header", "a request header"
     BODY = "body", "a path in the JSON body"
     FIXED = "fixed", "a fixed type"
+
+
+class SourceQuerySet(WatchedQuerySet):
+    """Cached per process by ingestion (events/snapshot.py): every change bumps the token."""
 
 
 class Source(models.Model):
@@ -73,6 +79,8 @@ class Source(models.Model):
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = SourceQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -102,7 +110,10 @@ class CredentialKind(models.TextChoices):
     SECRET = "secret", "signing secret (stored encrypted)"
 
 
-class SourceKeyQuerySet(models.QuerySet):
+class SourceKeyQuerySet(WatchedQuerySet):
+    # Recording a key's last use is bookkeeping, not a change to what is accepted.
+    quiet_fields = frozenset({"last_used_at"})
+
     def active(self, now=None):
         now = now or timezone.now()
         return self.filter(revoked_at__isnull=True).filter(

@@ -9,6 +9,7 @@ change has committed.
 
 from dataclasses import dataclass
 
+from django.db import models
 from django.db.models.signals import post_delete, post_save
 
 from guardrails.models import (
@@ -80,14 +81,30 @@ def changed(**kwargs) -> None:
     )
 
 
+class WatchedQuerySet(models.QuerySet):
+    """For models whose rows are cached per process under the config token: save and
+    delete are watched by signals (`watch`), and so is a bulk `update()`, unless it only
+    touches `quiet_fields` (bookkeeping such as a credential's last use)."""
+
+    quiet_fields: frozenset = frozenset()
+
+    def update(self, **kwargs):
+        updated = super().update(**kwargs)
+        if updated and not kwargs.keys() <= self.quiet_fields:
+            changed()
+        return updated
+
+
+def watch(*models_to_watch) -> None:
+    """Give the state row a new token whenever one of these models' rows is saved or deleted."""
+    for model in models_to_watch:
+        label = model._meta.label
+        post_save.connect(changed, sender=model, dispatch_uid=f"config.save.{label}")
+        post_delete.connect(changed, sender=model, dispatch_uid=f"config.delete.{label}")
+
+
 WATCHED = (KillSwitch, AllowedEventType, PayloadSchema, AllowedAction, RateLimit)
 
 
 def connect() -> None:
-    for model in WATCHED:
-        post_save.connect(
-            changed, sender=model, dispatch_uid=f"guardrails.config.{model.__name__}"
-        )
-        post_delete.connect(
-            changed, sender=model, dispatch_uid=f"guardrails.config.del.{model.__name__}"
-        )
+    watch(*WATCHED)

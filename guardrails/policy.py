@@ -67,14 +67,15 @@ class PayloadRejected(ValueError):
     """The payload breaks a schema of its source and type: refuse it, store nothing."""
 
 
-def decide_ingest(*, source, event_type: str, payload=None) -> Decision:
+def decide_ingest(*, source, event_type: str, payload=None, state=None) -> Decision:
     """What ingestion does with a new event of this source and type.
 
     Raises PayloadRejected, naming the field, when `payload` breaks the source's JSON
     Schema for the type. HOLD while the global or the source's kill switch is engaged;
-    BLOCK a type the source's allowlist does not list (once it lists any).
+    BLOCK a type the source's allowlist does not list (once it lists any). `state` is the
+    runtime state row if the caller has just read it.
     """
-    state = RuntimeState.current()
+    state = state or RuntimeState.current()
     snap = config.snapshot(state.config_token)
     if payload is not None:
         problem = payloads.schema_violation(

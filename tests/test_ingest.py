@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from django.db import transaction
 
 from connectors.models import Route
 from events.models import Event, EventStatus, Execution, ExecutionStatus
@@ -54,17 +55,16 @@ def test_it_accepts_a_new_event_and_creates_one_execution_per_matching_route(
     assert set(event.executions.values_list("status", flat=True)) == {ExecutionStatus.QUEUED}
 
 
-def test_it_enqueues_executions_only_after_the_event_is_committed(
-    client, source, route, django_capture_on_commit_callbacks
-):
+def test_it_writes_the_task_message_in_the_same_transaction_as_the_event(client, source, route):
+    # The database queue is a transactional outbox: the message commits or rolls back with
+    # the event and its executions, so a worker never sees one without the other.
     from django_tasks_db.models import DBTaskResult
 
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        post(client, ORDER, key=source.api_key)
-        assert DBTaskResult.objects.count() == 0
-    assert len(callbacks) == 1
-    callbacks[0]()
-    assert DBTaskResult.objects.count() == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert post(client, ORDER, key=source.api_key).status_code == 202
+        assert DBTaskResult.objects.count() == Execution.objects.count() == 1
+        raise RuntimeError("the surrounding transaction rolls back")
+    assert DBTaskResult.objects.count() == Execution.objects.count() == Event.objects.count() == 0
 
 
 def test_it_answers_duplicate_for_the_same_id_and_body_and_stores_nothing_new(
@@ -411,3 +411,59 @@ def test_unknown_admin_pages_stay_html_for_people(client):
 
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def _order(n):
+    return {**ORDER, "event_id": f"evt_cache_{n}"}
+
+
+def test_a_revoked_key_is_refused_on_the_next_request_though_keys_are_cached(client, source):
+    from django.utils import timezone
+
+    from events.models import SourceKey
+
+    assert post(client, _order(1), key=source.api_key).status_code == 202
+    key = SourceKey.objects.get(source=source)
+    key.revoked_at = timezone.now()
+    key.save()
+    assert post(client, _order(2), key=source.api_key).status_code == 401
+
+
+def test_a_bulk_update_of_a_source_is_seen_on_the_next_request(client, source):
+    from events.models import Source
+
+    assert post(client, _order(1), key=source.api_key).status_code == 202
+    Source.objects.filter(pk=source.pk).update(enabled=False)
+    assert post(client, _order(2), key=source.api_key).status_code == 401
+
+
+def test_route_changes_are_seen_on_the_next_request_though_routes_are_cached(
+    client, source, route
+):
+    post(client, _order(1), key=source.api_key)
+    Route.objects.filter(pk=route.pk).update(enabled=False)
+    post(client, _order(2), key=source.api_key)
+    added = Route.objects.create(
+        name="orders-again", event_type="order.*", connector="log", action="record"
+    )
+    post(client, _order(3), key=source.api_key)
+
+    def routes_of(n):
+        return list(
+            Execution.objects.filter(event__event_id=f"evt_cache_{n}").values_list(
+                "route", flat=True
+            )
+        )
+
+    assert routes_of(1) == [route.pk]
+    assert routes_of(2) == []
+    assert routes_of(3) == [added.pk]
+
+
+def test_recording_a_keys_last_use_does_not_reload_the_cache(client, source):
+    from guardrails.models import RuntimeState
+
+    post(client, _order(1), key=source.api_key)
+    token = RuntimeState.current().config_token
+    post(client, _order(2), key=source.api_key)
+    assert RuntimeState.current().config_token == token

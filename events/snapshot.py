@@ -1,0 +1,61 @@
+"""The API keys and routes ingestion needs, cached per process.
+
+Every save, delete or bulk update of a source, a credential or a route gives the runtime
+state row a new config token (guardrails/config.py), in the same transaction as the
+change. Ingestion reads that row anyway for the kill switch, so a web process reloads
+these tables exactly when they changed: one query per request instead of one per table,
+and no stale route, disabled source or revoked key once the change has committed, on any
+process or host.
+"""
+
+from dataclasses import dataclass
+
+from django.db.models import Q
+from django.utils import timezone
+
+from connectors.models import Route
+from events.models import CredentialKind, SourceKey
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    token: str
+    api_keys: dict  # key hash -> SourceKey (source attached): not revoked, not yet expired
+    routes: tuple  # enabled routes, in pk order
+
+    def matching(self, event_type: str) -> list[Route]:
+        """Enabled routes whose pattern matches event_type, in a stable order."""
+        return [route for route in self.routes if route.matches(event_type)]
+
+
+_snapshot: Snapshot | None = None
+
+
+def _load(token: str) -> Snapshot:
+    now = timezone.now()
+    keys = SourceKey.objects.select_related("source").filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
+        kind=CredentialKind.API_KEY,
+        revoked_at__isnull=True,
+    )
+    return Snapshot(
+        token=token,
+        api_keys={key.key_hash: key for key in keys},
+        routes=tuple(Route.objects.enabled().order_by("pk")),
+    )
+
+
+def snapshot(token: str) -> Snapshot:
+    """The keys and routes as of `token` (read from the runtime state row by the caller)."""
+    global _snapshot
+    cached = _snapshot
+    if cached is None or cached.token != token:
+        cached = _snapshot = _load(token)
+    return cached
+
+
+def connect() -> None:
+    from events.models import Source
+    from guardrails.config import watch
+
+    watch(Source, SourceKey, Route)
