@@ -33,14 +33,17 @@ def send(execution_ids, *, run_after: datetime.datetime | None = None) -> int:
     return len(sent)
 
 
-def send_on_commit(execution_ids, *, run_after: datetime.datetime | None = None) -> None:
+def send_on_commit(
+    execution_ids, *, run_after: datetime.datetime | None = None, isolated: bool = True
+) -> None:
     """Enqueue so that no worker sees a message before its execution row.
 
     With the database queue (django-tasks-db) inside a transaction, the messages are
     written in that transaction (a transactional outbox): they commit or roll back with
-    the executions, and ingestion needs one commit instead of two. A failure to write
-    them rolls back their savepoint only; the rows stay claimable and the reaper sends
-    again. With Redis, or outside a transaction, they are sent once the data is committed.
+    the executions, and ingestion needs one commit instead of two. If writing them fails,
+    `isolated` rolls back only their savepoint (the rows stay claimable and the reaper
+    sends again); otherwise the error reaches the caller and its transaction fails.
+    With Redis, or outside a transaction, they are sent once the data is committed.
     """
     ids = list(execution_ids)
     if not ids:
@@ -49,6 +52,10 @@ def send_on_commit(execution_ids, *, run_after: datetime.datetime | None = None)
         from events.tasks import run_execution
 
         task = run_execution.using(run_after=run_after) if run_after else run_execution
+        if not isolated:
+            for execution_id in ids:
+                task.enqueue(execution_id)
+            return
         try:
             with transaction.atomic():
                 for execution_id in ids:

@@ -57,12 +57,14 @@ def _mark_used(row: SourceKey, now) -> None:
         row.last_used_at = now  # the row may be the cached one (events/snapshot.py)
 
 
-def authenticate_api_key(key: str | None) -> Source:
-    """POST /webhook: the enabled api_key source owning this active key."""
+def authenticate_api_key(key: str | None, *, state: RuntimeState | None = None) -> Source:
+    """POST /webhook: the enabled api_key source owning this active key. `state` is the
+    runtime state row if the caller has just read it."""
     if not key:
         raise Rejected("missing_credentials")
     key_hash = hash_key(key)
-    row = snapshot.snapshot(RuntimeState.current().config_token).api_keys.get(key_hash)
+    token = (state or RuntimeState.current()).config_token
+    row = snapshot.snapshot(token).api_keys.get(key_hash)
     if row is None:
         # Not a usable key: read it afresh to tell operators why (revoked, expired).
         row = (

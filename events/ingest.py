@@ -73,20 +73,22 @@ def _insert_event_once(event: Event) -> bool:
         return cursor.fetchone() is not None
 
 
-def ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
+def ingest(
+    source: Source, parsed: ParsedEvent, *, headers: dict, state: RuntimeState | None = None
+) -> IngestResult:
     """Store a parsed event once and create one execution per matching route.
 
     Returns `duplicate` for the same (source, event id) with the same body and `conflict`
     (counted on the stored event) for a different body; in both cases nothing new is
     stored. Executions are queued for the worker only after the transaction commits.
-    Every log line written meanwhile carries the source and the event id.
+    Every log line written meanwhile carries the source and the event id. `state` is
+    the runtime state row if the caller has just read it.
     """
     with log_context(source=source.name, event_id=parsed.event_id):
-        return _ingest(source, parsed, headers=headers)
+        return _ingest(source, parsed, headers=headers, state=state or RuntimeState.current())
 
 
-def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResult:
-    state = RuntimeState.current()
+def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict, state) -> IngestResult:
     try:
         decision = policy.decide_ingest(
             source=source, event_type=parsed.type, payload=parsed.payload, state=state
@@ -138,7 +140,9 @@ def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict) -> IngestResu
                         for route in routes
                     )
                     if execution_status == ExecutionStatus.QUEUED:
-                        dispatch.send_on_commit(e.pk for e in executions)
+                        # In the event's transaction: a failure fails the ingest (503,
+                        # nothing stored, the sender retries), rather than a savepoint.
+                        dispatch.send_on_commit((e.pk for e in executions), isolated=False)
                 return IngestResult(outcome=status, event=event)
             existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
             if existing is None:

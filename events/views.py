@@ -12,6 +12,7 @@ from automation_runtime.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 from events import edge, ingest, payloads
 from events.models import AuthScheme
 from events.payloads import IngestError
+from guardrails.models import RuntimeState
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,13 @@ def _unsupported(allow_form: bool):
     )
 
 
-def _acknowledge(source, payload: dict, request, raw: bytes):
+def _acknowledge(source, payload: dict, request, raw: bytes, state=None):
     event_id, event_type = edge.identify(source, payload, request.headers, raw)
     result = ingest.ingest(
         source,
         payloads.parsed_event(payload, event_id, event_type),
         headers=payloads.select_headers(request.headers, secret_header=source.api_key_header),
+        state=state,
     )
     body = {
         # An event no route matched is still accepted: the sender's part is done.
@@ -170,14 +172,16 @@ def _acknowledge(source, payload: dict, request, raw: bytes):
 def _webhook(request):
     limit = settings.MAX_BODY_BYTES
     _check_declared_length(request, limit)
+    state = RuntimeState.current()  # one read serves the key cache and the kill switch
     try:
-        source = edge.authenticate_api_key(request.headers.get("X-API-Key"))
+        source = edge.authenticate_api_key(request.headers.get("X-API-Key"), state=state)
     except edge.Rejected as exc:
         return _refused(exc, 'ApiKey header="X-API-Key"')
     if not _is_json(request.content_type or ""):
         _unsupported(allow_form=False)
     raw = _read_body(request, limit)
-    return _acknowledge(source, _json_body(request, raw, allow_form=False), request, raw)
+    payload = _json_body(request, raw, allow_form=False)
+    return _acknowledge(source, payload, request, raw, state=state)
 
 
 def _source_webhook(request, name: str):
