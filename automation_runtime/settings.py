@@ -4,6 +4,7 @@ See the configuration table in README.md for what each variable does.
 """
 
 import os
+import re
 import secrets
 import warnings
 from pathlib import Path
@@ -95,9 +96,18 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at
     # BEGIN so two writers queue on busy_timeout instead of failing to upgrade a lock.
+    # NORMAL keeps every commit through process crashes and clean restarts; FULL syncs the
+    # log at every commit, so commits also survive a power loss or an OS crash, at the
+    # price of an fsync per commit.
+    SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
+    if SQLITE_SYNCHRONOUS not in ("FULL", "NORMAL"):
+        raise ImproperlyConfigured(
+            f"SQLITE_SYNCHRONOUS must be FULL or NORMAL; got {SQLITE_SYNCHRONOUS!r}"
+        )
     DATABASES["default"]["OPTIONS"] = {
         "init_command": (
-            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA foreign_keys=ON"
+            f"PRAGMA journal_mode=WAL;PRAGMA synchronous={SQLITE_SYNCHRONOUS};"
+            "PRAGMA foreign_keys=ON"
         ),
         "transaction_mode": "IMMEDIATE",
         "timeout": envint("SQLITE_TIMEOUT", 20, minimum=1),
@@ -241,8 +251,40 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
+
+# HTTPS (docs/operations.md). HTTPS_ONLY=1 says the site is reached over HTTPS only,
+# usually through a TLS-terminating proxy: plain HTTP is redirected, cookies are sent over
+# HTTPS only and browsers are told to use nothing else (HSTS). Each part can still be set
+# on its own. Off by default so the demo and the tests run over plain HTTP.
+HTTPS_ONLY = envbool("HTTPS_ONLY", False)
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", HTTPS_ONLY)
+# Paths (without the leading slash) answered over plain HTTP too: load balancers and
+# Prometheus often probe the server itself on its private or loopback address, where a
+# redirect fails the probe. None of them sets a cookie; /metrics has its own rules.
+SECURE_REDIRECT_EXEMPT = envlist("SECURE_REDIRECT_EXEMPT", [r"^health$", r"^ready$", r"^metrics$"])
+for _pattern in SECURE_REDIRECT_EXEMPT:
+    try:
+        re.compile(_pattern)
+    except re.error as exc:
+        raise ImproperlyConfigured(
+            f"SECURE_REDIRECT_EXEMPT: {_pattern!r} is not a regular expression ({exc})"
+        ) from None
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", HTTPS_ONLY)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", HTTPS_ONLY)
+# Browsers remember HSTS for this long: try a small value (3600) first. Sent only over HTTPS.
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS_ONLY else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS_ONLY)
+# Harmless on its own: only a submission to hstspreload.org, for a registrable domain
+# (example.com, not automation.example.com), puts the domain on browsers' preload list.
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", HTTPS_ONLY)
+# Believe X-Forwarded-Proto: https from any peer. Only when every request comes through a
+# proxy that sets it; otherwise a client could claim HTTPS. Under gunicorn, prefer
+# FORWARDED_ALLOW_IPS (gunicorn.conf.py), which believes it only from the proxy's address.
+if envbool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Checks an operator has decided to live with, e.g. security.W021 with SECURE_HSTS_PRELOAD=0,
+# so `manage.py check --deploy` stays clean.
+SILENCED_SYSTEM_CHECKS = envlist("SILENCED_SYSTEM_CHECKS", [])
 
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]
 

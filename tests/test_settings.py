@@ -94,3 +94,33 @@ def test_sqlite_databases_run_in_wal_mode(tmp_path):
 
 def test_models_and_migrations_agree(db):
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def _sqlite_synchronous(tmp_path, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    script = (
+        "import django; django.setup(); from django.db import connection; "
+        "print(connection.cursor().execute('PRAGMA synchronous').fetchone()[0])"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={
+            **base,
+            "DJANGO_SETTINGS_MODULE": "automation_runtime.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'sync.sqlite3'}",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sqlite_syncs_at_every_commit_when_asked_and_refuses_an_unknown_mode(tmp_path):
+    # PRAGMA synchronous: 1 is NORMAL, 2 is FULL.
+    assert _sqlite_synchronous(tmp_path).stdout.strip() == "1"
+    assert _sqlite_synchronous(tmp_path, SQLITE_SYNCHRONOUS="full").stdout.strip() == "2"
+    refused = _sqlite_synchronous(tmp_path, SQLITE_SYNCHRONOUS="OFF")
+    assert refused.returncode != 0
+    assert "SQLITE_SYNCHRONOUS must be FULL or NORMAL" in refused.stderr
