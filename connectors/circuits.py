@@ -18,6 +18,9 @@ from connectors.models import CircuitBreaker, CircuitState
 
 # A probe that never reports back (its worker died) is given up after this long.
 PROBE_TIMEOUT = datetime.timedelta(seconds=120)
+# While a probe is out, other executions look again this soon (at most a cool-down): the
+# probe's success closes the circuit at once, and they should not wait for its timeout.
+PROBE_RECHECK = datetime.timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,10 @@ def before_call(connector: str, target: str) -> Gate:
         ).update(retry_at=now + PROBE_TIMEOUT)
         if took:
             return Gate(True)
-    wait = row.retry_at if row.retry_at and row.retry_at > now else now + _cooldown()
+    if row.state == CircuitState.HALF_OPEN:
+        wait = now + min(_cooldown(), PROBE_RECHECK)
+    else:
+        wait = row.retry_at if row.retry_at and row.retry_at > now else now + _cooldown()
     return Gate(False, wait, f"circuit {row.state.replace('_', '-')} for {connector} → {target}")
 
 

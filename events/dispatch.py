@@ -72,3 +72,19 @@ def _queue_in_database() -> bool:
     from events.tasks import run_execution
 
     return isinstance(run_execution.get_backend(), DatabaseBackend)
+
+
+def queue_behind(cutoff: datetime.datetime) -> bool:
+    """True if the database queue holds a runnable execution message enqueued before
+    `cutoff` (always False with Redis, whose queue is not inspected)."""
+    if not _queue_in_database():
+        return False
+    from django_tasks_db.models import DBTaskResult
+
+    from events.tasks import run_execution
+
+    return (
+        DBTaskResult.objects.ready()
+        .filter(task_path=run_execution.module_path, enqueued_at__lt=cutoff)
+        .exists()
+    )

@@ -407,6 +407,11 @@ def reap(*, now: datetime.datetime | None = None, limit: int = 500) -> dict:
             dispatch.send([execution.pk])
 
     cutoff = now - datetime.timedelta(seconds=settings.REDISPATCH_AFTER_SECONDS)
+    if dispatch.queue_behind(cutoff):
+        # Messages older than the cut-off still wait their turn: executions that look
+        # forgotten are only queued behind them, and sending theirs again would multiply
+        # the backlog. Lost ones are sent again once the queue has caught up.
+        return {"requeued": requeued, "failed": failed, "redispatched": 0}
     stale = list(
         Execution.objects.filter(status__in=CLAIMABLE_STATUSES)
         .filter(Q(dispatched_at__lt=cutoff) | Q(dispatched_at__isnull=True))

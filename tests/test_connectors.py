@@ -508,7 +508,9 @@ def test_a_half_open_probe_closes_the_circuit_again(routed, sink, settings):
     due(ex)
 
     assert circuits.before_call("http", "127.0.0.1").allowed  # the one probe
-    assert not circuits.before_call("http", "127.0.0.1").allowed  # others wait
+    waiting = circuits.before_call("http", "127.0.0.1")
+    assert not waiting.allowed  # others wait, and look again soon, not at the probe's timeout
+    assert waiting.retry_at <= timezone.now() + datetime.timedelta(seconds=2)
     CircuitBreaker.objects.update(
         state="open", retry_at=timezone.now() - datetime.timedelta(seconds=1)
     )

@@ -325,3 +325,16 @@ def test_finished_task_queue_rows_are_pruned_but_executions_stay(make_execution)
     assert prune_task_results(older_than_seconds=0) == 1
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.SUCCEEDED
+
+
+def test_the_reaper_sends_nothing_again_while_the_queue_is_only_behind(make_execution, settings):
+    from django_tasks_db.models import DBTaskResult
+
+    make_execution()
+    long_ago = timezone.now() - datetime.timedelta(seconds=settings.REDISPATCH_AFTER_SECONDS + 1)
+    # Its message is still waiting in the queue, just behind others: nothing is lost.
+    Execution.objects.update(dispatched_at=long_ago)
+    DBTaskResult.objects.update(enqueued_at=long_ago)
+
+    assert engine.reap()["redispatched"] == 0
+    assert DBTaskResult.objects.count() == 1

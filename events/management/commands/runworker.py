@@ -1,8 +1,12 @@
 import logging
+import signal
+import sys
+import time
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, connections
 
 from events import execution, workers
 
@@ -72,12 +76,40 @@ class Command(BaseCommand):
                 verbosity=verbosity,
             )
             return
-        call_command(
-            "db_worker",
-            interval=interval,
-            batch=batch,
-            reload=False,
-            startup_delay=False,
-            worker_id=worker_id[:64],
-            verbosity=verbosity,
-        )
+        # django-tasks-db's worker exits on a database error it does not expect (the
+        # database restarting, a dropped connection). Our tables are the truth and every
+        # step is conditional, so wait and start it again instead of leaving the host
+        # without a worker. A half-finished execution comes back when its lease expires.
+        delay = 1.0
+        while True:
+            try:
+                call_command(
+                    "db_worker",
+                    interval=interval,
+                    batch=batch,
+                    reload=False,
+                    startup_delay=False,
+                    worker_id=worker_id[:64],
+                    verbosity=verbosity,
+                )
+                return
+            except DatabaseError as exc:
+                if batch:
+                    raise
+                logger.warning(
+                    "worker: database unavailable (%s: %s); trying again in %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+            connections.close_all()
+            # db_worker's signal handlers only tell its own (ended) loop to stop: while
+            # waiting here, SIGTERM and Ctrl-C stop the worker at once (nothing is running).
+            signal.signal(signal.SIGTERM, _exit_now)
+            signal.signal(signal.SIGINT, _exit_now)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _exit_now(signum, frame):
+    sys.exit(0)
