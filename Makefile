@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean bench-engine bench-edge bench-admin
+.PHONY: run test lint format venv clean bench chaos bench-engine bench-edge bench-admin wrk
 
 venv: $(STAMP)
 
@@ -20,6 +20,24 @@ run: $(STAMP)
 ## Run the whole test suite (SQLite, or DATABASE_URL if set).
 test: $(STAMP)
 	$(PY) -m pytest
+
+## Ingest vs. a bare Django baseline, execution latency, drain rate and memory, on SQLite
+## and PostgreSQL (see bench/README.md). BENCH_ARGS=--quick for a shorter run.
+bench: $(STAMP) wrk
+	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+## Faults that must not lose or repeat work: killed workers, killed gunicorn, a PostgreSQL
+## restart, a failing sink, a duplicate storm (see docs/chaos.md). Exits non-zero on a
+## violation. CHAOS_ARGS=--quick for a shorter run.
+chaos: $(STAMP)
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
+# wrk (Debian's package) drives the ingest benchmark.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "wrk is not installed; installing Debian's package"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get install -y -qq wrk || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }; }
 
 ## Benchmark the execution engine on SQLite and PostgreSQL (see bench/README.md).
 ## BENCH_ARGS=--quick for a shorter run.

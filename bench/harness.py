@@ -6,6 +6,7 @@ it runs. Use it as a context manager: processes are stopped and the database (SQ
 or PostgreSQL database) is removed on the way out, also after an error.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -248,3 +249,45 @@ class Runtime:
                 self.stop(name)
             except Exception as exc:
                 print(f"could not stop {name}: {exc}", file=sys.stderr)
+
+    # -- faults (the chaos scenarios) ---------------------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 10) -> int:
+        """Send `sig` to the named process only (not its children), wait for it to end and
+        forget it, so a process of that name can be started again. Returns its pid."""
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)  # a no-op if it has ended already
+        proc.wait(timeout=timeout)
+        return proc.pid
+
+    def children(self, name: str) -> list[int]:
+        """Pids of the named process's children (gunicorn's workers). Linux only."""
+        return [pid for pid, ppid, _ in _processes() if ppid == self.procs[name].pid]
+
+    def group(self, pgid: int) -> list[int]:
+        """Pids still alive in a process group: what a killed process left behind (each
+        process here starts its own group, whose id is its pid). Linux only."""
+        return [pid for pid, _, group in _processes() if group == pgid]
+
+    def reset_connection(self):
+        """Forget the SQL connection of query(), e.g. after the database restarted."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # it may be broken already
+                self._conn.close()
+            self._conn = None
+
+
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live process, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":  # a zombie has ended; only its parent has not reaped it yet
+            found.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return found

@@ -1,0 +1,1376 @@
+"""Chaos scenarios: the runtime's promises checked while its processes and dependencies fail.
+
+Run from the project root:  .venv/bin/python bench/chaos.py [--scenario all] [--db both] [--quick]
+
+Each scenario starts its own runtime (bench/harness.py: a fresh SQLite file or PostgreSQL
+database, gunicorn and `runworker` processes on 127.0.0.1) and an idempotent sink
+(bench/sinks.py) that the route's `http` connector calls with the execution's
+Idempotency-Key. It floods the runtime with events, breaks something, and ASSERTS:
+
+1. worker-kills: the 2 workers are SIGKILLed every 1-3 s (aimed at one holding a running
+   execution) and restarted at once during the flood; every acknowledged event succeeds
+   and has exactly one side effect at the sink, which absorbs the repeated deliveries.
+2. gunicorn-kills: a gunicorn worker, then the master, are SIGKILLed mid-flood; every
+   acknowledged event is stored with its execution (no partial rows), gunicorn restarts
+   and serves, and senders' retries are answered `accepted` or `duplicate`.
+3. pg-restart (PostgreSQL only, on a private throwaway cluster): the database is stopped
+   (`pg_ctl -m immediate`) and started again mid-flood; requests meanwhile get 503 with the
+   JSON error, never 500 or a hang; the same gunicorn and workers recover on their own;
+   nothing acknowledged is lost.
+4. sink-outage: the sink answers 500 for 30 s; every retry waits its backoff (full jitter,
+   within the ceiling, never early), the circuit opens (database and /metrics), sheds the
+   load and closes, and every execution succeeds soon after it closed.
+5. duplicate-storm: 10,000 requests over 1,000 event ids at concurrency 64, a new
+   connection each; only 202 `accepted` (exactly one per id) and 200 `duplicate`; exactly
+   1,000 events, executions and side effects.
+
+Every wait has a deadline and every flood a request budget. A violated promise is printed
+with its evidence and makes the exit status 1. At the end a markdown table sums up.
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import glob
+import http.client
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import API_KEY, HOST, ROOT, Runtime, as_utc, free_port
+from sinks import IdempotentSink
+
+PG_ADMIN_URL = os.environ.get(
+    "CHAOS_PG_URL", os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+)
+EVENT_TYPE = "chaos.effect"  # routed to the sink only (no demo route matches it)
+ROUTE = "chaos-sink"
+RUN_EXECUTION = "events.tasks.run_execution"
+TERMINAL = {"succeeded", "failed", "cancelled", "held", "blocked", "dry_run"}
+ALL = ("worker-kills", "gunicorn-kills", "pg-restart", "sink-outage", "duplicate-storm")
+DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+# Recovery is fast here so a scenario is short; the defaults are 60 s and 5 s.
+ENGINE_ENV = {
+    "EXECUTION_LEASE_SECONDS": "5",
+    "REAPER_INTERVAL_SECONDS": "1",
+    "WORKER_STALE_SECONDS": "10",
+    "OUTBOUND_HOSTS": HOST,
+    "OUTBOUND_ALLOW_PRIVATE": HOST,
+    "METRICS_CACHE_SECONDS": "0",
+    "TASK_RESULT_RETENTION_SECONDS": "86400",  # keep the task rows: sink-outage reads them
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    events: int  # events sent in worker-kills, gunicorn-kills and pg-restart
+    worker_kills: int  # SIGKILLs of a worker, 1-3 s apart
+    outage_events: int  # events sent into the sink outage
+    outage_seconds: float
+    storm_requests: int
+    storm_ids: int
+    storm_concurrency: int
+    db_down_seconds: float = 8
+    paced_seconds: float = 25  # gunicorn-kills and pg-restart spread their events over this
+    client_threads: int = 8
+    redispatch_after: int = 15  # REDISPATCH_AFTER_SECONDS: a lost task message is re-sent
+
+
+FULL = Sizes(
+    events=5000,
+    worker_kills=20,
+    outage_events=200,
+    outage_seconds=30,
+    storm_requests=10_000,
+    storm_ids=1000,
+    storm_concurrency=64,
+)
+QUICK = Sizes(
+    events=400,
+    worker_kills=3,
+    outage_events=40,
+    outage_seconds=20,
+    storm_requests=2000,
+    storm_ids=200,
+    storm_concurrency=32,
+    db_down_seconds=5,
+    paced_seconds=10,
+    redispatch_after=5,
+)
+
+
+class Abort(Exception):
+    """The scenario cannot go on: a deadline passed or a step failed. A violation."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    scenario: str
+    database: str
+    requests: int = 0
+    acks: int = 0
+    executions: int | None = None
+    side_effects: int | None = None
+    absorbed: int | None = None
+    duration: float = 0.0
+    violations: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def check(self, ok: bool, message: str) -> bool:
+        if not ok:
+            self.violations.append(message)
+            progress(f"VIOLATION {self.scenario}/{self.database}: {message.splitlines()[0]}")
+        return ok
+
+    def note(self, message: str):
+        self.notes.append(message)
+        progress(f"{self.scenario}/{self.database}: {message}")
+
+    def report(self) -> str:
+        lines = [f"{self.scenario} on {self.database}: {'PASS' if self.passed else 'FAIL'}"]
+        lines += [f"  violation: {v}" for v in self.violations]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+_T0 = time.monotonic()
+
+
+def progress(message: str):
+    print(f"[{time.monotonic() - _T0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+class Budget:
+    """A scenario's deadline: every wait inside it is bounded by what is left."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def wait_until(self, predicate, timeout: float, what: str, interval: float = 0.2):
+        deadline = time.monotonic() + min(timeout, max(self.left(), 0))
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise Abort(f"{what}: not within {min(timeout, max(self.left(), 0)):.0f} s")
+            time.sleep(interval)
+
+
+# -- senders -------------------------------------------------------------------------
+def event_body(event_id: str) -> bytes:
+    """The same bytes for the same id, so a resend is a duplicate and never a conflict."""
+    return json.dumps({"event_id": event_id, "type": EVENT_TYPE, "data": {"n": event_id}}).encode()
+
+
+@dataclasses.dataclass
+class Reply:
+    event_id: str
+    status: int | str  # the HTTP status, or the name of the exception (no answer)
+    body: dict | None
+    started: float  # time.monotonic()
+    elapsed: float
+
+    @property
+    def acked(self) -> bool:
+        return isinstance(self.status, int) and 200 <= self.status < 300
+
+
+def post(port: int, event_id: str, timeout: float) -> Reply:
+    """POST one event to /webhook on a new connection."""
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            "/webhook",
+            body=event_body(event_id),
+            headers={"Content-Type": "application/json", "X-API-Key": API_KEY},
+        )
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"raw": raw[:300].decode(errors="replace")}
+        return Reply(event_id, response.status, body, started, time.monotonic() - started)
+    except (OSError, http.client.HTTPException) as exc:
+        return Reply(event_id, type(exc).__name__, None, started, time.monotonic() - started)
+    finally:
+        conn.close()
+
+
+class Flood:
+    """Client threads POST `deliveries` (event ids, repeats allowed), each request on a new
+    connection, until all are sent or `seconds` pass, starting at most `rate` a second.
+    With `resend`, a delivery that got no answer or a 5xx is sent again after `pause`, as a
+    sender would, until it is acknowledged; a 4xx is never resent. Every reply is kept."""
+
+    def __init__(
+        self,
+        port: int,
+        deliveries: list[str],
+        *,
+        threads: int,
+        seconds: float,
+        resend: bool = False,
+        pause: float = 0.2,
+        timeout: float = 15,
+        rate: float | None = None,
+    ):
+        self.port = port
+        self.rate = rate  # deliveries started per second, at most (None: as fast as it goes)
+        self.deliveries = deliveries
+        self.threads = threads
+        self.resend = resend
+        self.pause = pause
+        self.timeout = timeout
+        self.deadline = time.monotonic() + seconds
+        self.replies: list[Reply] = []
+        self.acked: dict[str, Reply] = {}  # event id -> its first 2xx
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool: list[threading.Thread] = []
+        self._t0 = time.monotonic()
+
+    def start(self) -> "Flood":
+        self._t0 = time.monotonic()
+        self._pool = [
+            threading.Thread(target=self._client, daemon=True) for _ in range(self.threads)
+        ]
+        for thread in self._pool:
+            thread.start()
+        return self
+
+    def join(self) -> bool:
+        """Wait for the clients (bounded by the deadline); False if some never finished."""
+        for thread in self._pool:
+            thread.join(timeout=max(self.deadline - time.monotonic(), 0) + self.timeout + 5)
+        return not any(thread.is_alive() for thread in self._pool)
+
+    def stop(self):
+        self._stop.set()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._pool)
+
+    @property
+    def done(self) -> bool:
+        return not any(thread.is_alive() for thread in self._pool)
+
+    def _take(self) -> str | None:
+        with self._lock:
+            if self._next >= len(self.deliveries):
+                return None
+            self._next += 1
+            index = self._next - 1
+        if self.rate:
+            time.sleep(max(0.0, self._t0 + index / self.rate - time.monotonic()))
+        return self.deliveries[index]
+
+    def _client(self):
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            event_id = self._take()
+            if event_id is None:
+                return
+            while not self._stop.is_set() and time.monotonic() < self.deadline:
+                reply = post(self.port, event_id, self.timeout)
+                with self._lock:
+                    self.replies.append(reply)
+                    if reply.acked:
+                        self.acked.setdefault(event_id, reply)
+                again = not reply.acked and (isinstance(reply.status, str) or reply.status >= 500)
+                if not (self.resend and again):
+                    break
+                time.sleep(self.pause)
+
+    def counts(self) -> Counter:
+        with self._lock:
+            return Counter(reply.status for reply in self.replies)
+
+    def sent(self) -> int:
+        with self._lock:
+            return len(self.replies)
+
+
+def fmt_counts(counts) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0])))
+
+
+# -- the runtime ---------------------------------------------------------------------
+def runtime(kind: str, pg_url: str, **env) -> Runtime:
+    return Runtime(kind, pg_admin_url=pg_url, env={**ENGINE_ENV, **env})
+
+
+def add_route(rt: Runtime, sink: IdempotentSink, **fields):
+    """The one route for EVENT_TYPE: `http` POST to the sink, checked as the admin would."""
+    params = {"url": sink.url, "body": {"event_id": "{{ event.event_id }}"}}
+    code = (
+        "from connectors.models import Route\n"
+        f"route = Route(name={ROUTE!r}, event_type={EVENT_TYPE!r}, connector='http', "
+        f"action='post', params={params!r}, "
+        + ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        + ")\nroute.full_clean()\nroute.save()\n"
+    )
+    rt.manage("shell", "-c", code)
+
+
+WORKERS = ("worker-0", "worker-1")
+
+
+def start_workers(rt: Runtime, names=WORKERS):
+    for name in names:
+        rt.start_worker(name)
+
+
+def supervise(rt: Runtime, outcome: Outcome, names=WORKERS, why: str = "", restart=True):
+    """A worker that exited on its own is a violation. Restart it, as a supervisor would,
+    so the rest of the scenario can still be checked (`restart=False`: later)."""
+    for name in names:
+        proc = rt.procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            rt.procs.pop(name)
+            outcome.check(
+                False,
+                f"{name} (pid {proc.pid}) exited on its own{why}, exit status "
+                f"{proc.returncode}. Its last traceback:\n{last_traceback(rt, name)}",
+            )
+            if restart:
+                rt.start_worker(name)
+    if restart:
+        for name in names:
+            if name not in rt.procs:
+                rt.start_worker(name)
+
+
+def last_traceback(rt: Runtime, name: str) -> str:
+    """The last traceback in a process's log: our frames, the task queue's, the last frame
+    and the error (the whole log stays in the logs kept for a failed scenario)."""
+    path = rt.tmp / f"{name}.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    start = text.rfind("Traceback (most recent call last):")
+    if start < 0:
+        return tail(text, 10)
+    lines = text[start:].splitlines()
+    frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+    keep = [
+        i
+        for i in frames
+        if ".venv" not in lines[i] or "django_tasks" in lines[i] or i == frames[-1]
+    ]
+    picked = [lines[0]]
+    for i in keep:
+        picked += [lines[i], lines[i + 1]] if i + 1 < len(lines) else [lines[i]]
+    error = next((line for line in reversed(lines) if line and not line[0].isspace()), "")
+    return tail("\n".join([*picked, error]), 60)
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def evidence(rt: Runtime, outcome: Outcome):
+    """Keep the processes' logs of a scenario that failed (the harness removes its folder)."""
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if failed or not outcome.passed:
+            kept = Path(tempfile.mkdtemp(prefix=f"chaos-{outcome.scenario}-"))
+            for log in rt.tmp.glob("*.log"):
+                shutil.copy(log, kept / log.name)
+            outcome.note(f"process logs kept in {kept}")
+
+
+# -- what the database holds ---------------------------------------------------------
+EVENTS = """
+    SELECT e.event_id, COUNT(x.id)
+    FROM events_event e LEFT JOIN events_execution x ON x.event_id = e.id
+    WHERE e.type = %s
+    GROUP BY e.id, e.event_id
+"""
+ORPHANS = """
+    SELECT COUNT(*) FROM events_execution x LEFT JOIN events_event e ON e.id = x.event_id
+    WHERE e.id IS NULL
+"""
+STATUSES = """
+    SELECT x.status, COUNT(*) FROM events_execution x JOIN events_event e ON e.id = x.event_id
+    WHERE e.type = %s GROUP BY x.status
+"""
+KEYS = """
+    SELECT x.idempotency_key, x.status, x.last_error
+    FROM events_execution x JOIN events_event e ON e.id = x.event_id
+    WHERE e.type = %s
+"""
+RUNNING = "SELECT lease_owner FROM events_execution WHERE status = 'running'"
+OUTCOMES = "SELECT outcome, COUNT(*) FROM events_attempt GROUP BY outcome"
+ATTEMPTS = """
+    SELECT execution_id, number, started_at, finished_at, outcome
+    FROM events_attempt ORDER BY execution_id, number
+"""
+TASKS = "SELECT args_kwargs, enqueued_at, run_after FROM django_tasks_database_dbtaskresult"
+TASK_STATUSES = "SELECT status, COUNT(*) FROM django_tasks_database_dbtaskresult GROUP BY status"
+CIRCUIT = """
+    SELECT state, consecutive_failures, opened_at, retry_at
+    FROM connectors_circuitbreaker WHERE connector = 'http'
+"""
+WAITING = """
+    SELECT status_reason, COUNT(*), MIN(next_attempt_at), MAX(next_attempt_at)
+    FROM events_execution WHERE status = 'retrying' GROUP BY status_reason
+"""
+LAST_FINISHED = """
+    SELECT MAX(x.finished_at) FROM events_execution x JOIN events_event e ON e.id = x.event_id
+    WHERE e.type = %s
+"""
+
+
+def stored_events(rt: Runtime) -> dict[str, int]:
+    """event id -> how many executions it has."""
+    return dict(rt.query(EVENTS, (EVENT_TYPE,)))
+
+
+def statuses(rt: Runtime) -> dict[str, int]:
+    return dict(rt.query(STATUSES, (EVENT_TYPE,)))
+
+
+def check_stored(rt: Runtime, outcome: Outcome, acked: set[str], sent: set[str]):
+    """Every acknowledged event is stored; each stored event has exactly its one execution
+    (the route matches once); no execution lacks its event; nothing unsent is stored."""
+    events = stored_events(rt)
+    missing = sorted(acked - events.keys())
+    outcome.check(
+        not missing,
+        f"{len(missing)} acknowledged events are not in the database (lost acks): {missing[:10]}",
+    )
+    partial = {eid: n for eid, n in events.items() if n != 1}
+    outcome.check(
+        not partial,
+        f"{len(partial)} events without exactly one execution (partial rows): "
+        f"{dict(list(partial.items())[:10])}",
+    )
+    orphans = rt.query(ORPHANS)[0][0]
+    outcome.check(orphans == 0, f"{orphans} executions without their event")
+    unknown = sorted(events.keys() - sent)
+    outcome.check(not unknown, f"{len(unknown)} stored events nobody sent: {unknown[:10]}")
+    return events
+
+
+def wait_terminal(
+    rt: Runtime, outcome: Outcome, budget: Budget, expected: int, timeout: float, watch=None
+):
+    """Until all `expected` executions are terminal; then all must have succeeded."""
+    last = {"at": time.monotonic(), "counts": None}
+
+    def settled():
+        if watch:
+            watch()
+        counts = statuses(rt)
+        if counts != last["counts"]:
+            last.update(at=time.monotonic(), counts=counts)
+        if time.monotonic() - last["at"] > 10:
+            progress(f"{outcome.scenario}/{outcome.database}: executions {counts}")
+            last["at"] = time.monotonic()
+        total = sum(counts.values())
+        return total == expected and all(status in TERMINAL for status in counts)
+
+    try:
+        budget.wait_until(settled, timeout, "all executions terminal", interval=0.5)
+    except Abort as exc:
+        raise Abort(f"{exc}; executions by status: {statuses(rt)}") from None
+    counts = statuses(rt)
+    if not outcome.check(
+        counts == {"succeeded": expected},
+        f"executions ended {counts}, expected {expected} succeeded",
+    ):
+        failed = [r for r in rt.query(KEYS, (EVENT_TYPE,)) if r[1] != "succeeded"][:5]
+        outcome.note(f"not succeeded, first few (key, status, last error): {failed}")
+
+
+def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
+    """One side effect per execution: the sink's distinct keys are the executions' keys."""
+    rows = rt.query(KEYS, (EVENT_TYPE,))
+    keys = {key for key, _, _ in rows}
+    succeeded = {key for key, status, _ in rows if status == "succeeded"}
+    effects = sink.keys()
+    outcome.executions = len(rows)
+    outcome.side_effects = len(effects)
+    outcome.absorbed = sink.absorbed
+    outcome.check(
+        len(keys) == len(rows), f"{len(rows) - len(keys)} executions share an idempotency key"
+    )
+    outcome.check(
+        len(effects) == len(rows),
+        f"{len(effects)} distinct side effects for {len(rows)} executions",
+    )
+    without = succeeded - effects
+    outcome.check(not without, f"{len(without)} executions succeeded without a side effect")
+    strangers = effects - keys
+    outcome.check(not strangers, f"{len(strangers)} side effects for keys no execution has")
+    outcome.check(sink.without_key == 0, f"{sink.without_key} calls without an Idempotency-Key")
+    if sink.absorbed:
+        most = max(sink.deliveries.values())
+        outcome.note(
+            f"the sink absorbed {sink.absorbed} repeated deliveries "
+            f"(at most {most} deliveries of one key)"
+        )
+
+
+def check_tasks(rt: Runtime, outcome: Outcome):
+    """No task message failed; say how many there were and what the reapers did."""
+    counts = dict(rt.query(TASK_STATUSES))
+    outcome.check(not counts.get("FAILED"), f"{counts.get('FAILED')} task messages FAILED")
+    reaped = Counter()
+    for path in rt.tmp.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "reaper: {" in line:
+                with contextlib.suppress(ValueError, SyntaxError):
+                    reaped.update(ast.literal_eval(line[line.index("reaper: {") + 8 :]))
+    outcome.note(
+        f"task messages: {sum(counts.values()):,} ({fmt_counts(counts)}); the reapers "
+        f"requeued {reaped['requeued']} expired leases and re-sent {reaped['redispatched']:,} "
+        "messages"
+    )
+
+
+def attempt_outcomes(rt: Runtime) -> dict[str, int]:
+    return dict(rt.query(OUTCOMES))
+
+
+# -- 1. worker kills ---------------------------------------------------------------------
+def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """SIGKILL the two workers again and again during a flood; nothing lost, no repeat."""
+    budget = Budget(90 + sizes.events * 0.06)
+    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
+    # A downstream call takes a little while after its effect happened: a kill in that
+    # window is the case the idempotency key is for.
+    with (
+        IdempotentSink(latency=0.01) as sink,
+        runtime(kind, pg_url, **env) as rt,
+        evidence(rt, outcome),
+    ):
+        add_route(rt, sink)
+        rt.start_gunicorn(workers=3)
+        start_workers(rt)
+        ids = [f"wk-{i:06d}" for i in range(sizes.events)]
+        kills = []  # (name, pid, whether it held a running execution)
+        next_kill = [time.monotonic() + random.uniform(1, 3)]
+
+        def kill_one():
+            # A supervisor's view: a worker dies, it is started again at once. Aim at a
+            # worker that holds a running execution when there is one.
+            if len(kills) >= sizes.worker_kills or time.monotonic() < next_kill[0]:
+                return
+            busy = {owner.split(":")[1] for (owner,) in rt.query(RUNNING)}
+            holding = [n for n in WORKERS if str(rt.procs[n].pid) in busy]
+            name = random.choice(holding or WORKERS)
+            supervise(rt, outcome)
+            pid = rt.kill(name, signal.SIGKILL)
+            rt.start_worker(name)
+            kills.append((name, pid, bool(holding)))
+            next_kill[0] = time.monotonic() + random.uniform(1, 3)
+
+        flood = Flood(rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2)
+        flood.start()
+        budget.wait_until(
+            lambda: kill_one() or (len(kills) >= sizes.worker_kills and flood.done),
+            budget.left(),
+            f"{sizes.worker_kills} worker kills during the flood",
+            interval=0.05,
+        )
+        flood.join()
+        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
+        outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
+        outcome.check(
+            outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
+        )
+        check_stored(rt, outcome, set(flood.acked), set(ids))
+        wait_terminal(
+            rt,
+            outcome,
+            budget,
+            len(flood.acked),
+            budget.left() - 5,
+            watch=lambda: supervise(rt, outcome),
+        )
+        outcomes = attempt_outcomes(rt)
+        aimed = sum(1 for _, _, held in kills if held)
+        outcome.note(
+            f"{len(kills)} SIGKILLs ({aimed} at a worker holding a running execution); "
+            f"attempts by outcome: {outcomes} (lost: its worker died holding it)"
+        )
+        if sizes.worker_kills >= 10:  # few kills may all miss; many must not
+            outcome.check(
+                outcomes.get("lost", 0) > 0, "no kill hit a running execution: nothing tested"
+            )
+        check_effects(rt, outcome, sink)
+        check_tasks(rt, outcome)
+    return outcome
+
+
+# -- 2. gunicorn kills -------------------------------------------------------------------
+def gunicorn_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """SIGKILL one gunicorn worker, then the master, mid-flood; then start it again."""
+    budget = Budget(120 + sizes.events * 0.05)
+    web_workers = 3
+    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
+    leftovers: list[int] = []
+    with IdempotentSink() as sink, runtime(kind, pg_url, **env) as rt, evidence(rt, outcome):
+        try:
+            add_route(rt, sink)
+            rt.start_gunicorn(workers=web_workers)
+            start_workers(rt)
+            ids = [f"gk-{i:06d}" for i in range(sizes.events)]
+            flood = Flood(
+                rt.port,
+                ids,
+                threads=sizes.client_threads,
+                seconds=budget.left() / 2,
+                resend=True,
+                rate=len(ids) / sizes.paced_seconds,
+            ).start()
+
+            def acked(share):
+                return lambda: len(flood.acked) >= share * len(ids) or flood.done
+
+            budget.wait_until(acked(0.25), 60, "a quarter of the flood acknowledged")
+            victim = random.choice(rt.children("gunicorn"))
+            os.kill(victim, signal.SIGKILL)
+            outcome.note(f"SIGKILLed gunicorn worker {victim} at {len(flood.acked)} acks")
+            budget.wait_until(
+                lambda: (
+                    victim not in rt.children("gunicorn")
+                    and len(rt.children("gunicorn")) == web_workers
+                ),
+                20,
+                "the gunicorn master replacing its killed worker",
+            )
+
+            budget.wait_until(acked(0.5), 60, "half of the flood acknowledged")
+            outcome.check(not flood.done, "the flood ended before the master could be killed")
+            master = rt.kill("gunicorn", signal.SIGKILL)
+            killed_at = time.monotonic()
+            outcome.note(f"SIGKILLed the gunicorn master {master} at {len(flood.acked)} acks")
+            # Its workers notice the parent is gone and exit; until then they hold the
+            # port. A supervisor would kill what is left after a while; so do we.
+            with contextlib.suppress(Abort):
+                budget.wait_until(lambda: not rt.group(master), 30, "orphaned gunicorn workers")
+            leftovers = rt.group(master)
+            if leftovers:
+                outcome.note(f"orphaned gunicorn workers {leftovers} still up after 30 s: killed")
+                for pid in leftovers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            else:
+                outcome.note(
+                    f"its workers exited {time.monotonic() - killed_at:.1f} s after the master"
+                )
+            rt.start_gunicorn(workers=web_workers)  # waits for /ready to answer 200
+            outcome.note(f"gunicorn serving again {time.monotonic() - killed_at:.1f} s after")
+            flood.join()
+            probe = post(rt.port, "gk-after-restart", 10)
+            outcome.check(probe.status == 202, f"after the restart a new event got {probe.status}")
+
+            outcome.requests, outcome.acks = flood.sent() + 1, len(flood.acked) + probe.acked
+            counts = flood.counts()
+            outcome.note(f"flood replies: {fmt_counts(counts)}")
+            bad = {s: n for s, n in counts.items() if isinstance(s, int) and s not in (200, 202)}
+            outcome.check(not bad, f"replies other than 202 and 200: {bad}")
+            outcome.check(
+                len(flood.acked) == len(ids),
+                f"{len(ids) - len(flood.acked)} events never acknowledged, even resent",
+            )
+            in_doubt = [
+                r.event_id
+                for r in flood.replies
+                if r.acked and r.status == 200 and flood.acked[r.event_id] is r
+            ]
+            outcome.note(
+                f"{len(in_doubt)} events were stored though their sender got no answer; the "
+                "resend was answered 200 duplicate"
+            )
+            sent = {*ids, probe.event_id}
+            acked_ids = set(flood.acked) | ({probe.event_id} if probe.acked else set())
+            events = check_stored(rt, outcome, acked_ids, sent)
+            outcome.check(
+                len(events) == len(sent), f"{len(events)} events stored for {len(sent)} sent"
+            )
+            wait_terminal(
+                rt,
+                outcome,
+                budget,
+                len(events),
+                budget.left() - 5,
+                watch=lambda: supervise(rt, outcome),
+            )
+            check_effects(rt, outcome, sink)
+            check_tasks(rt, outcome)
+        finally:
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    return outcome
+
+
+# -- 3. PostgreSQL restart ---------------------------------------------------------------
+class PrivateCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1, for a scenario that restarts it.
+
+    initdb refuses to run as root, so as root every command runs as the `postgres` user.
+    Removed on the way out, also after an error."""
+
+    def __init__(self):
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+        found = os.environ.get("CHAOS_PG_BIN") or (
+            str(Path(candidates[0]).parent) if candidates else None
+        )
+        if not found:
+            raise Abort("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
+        self.bin = Path(found)
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            if not shutil.which("runuser"):
+                raise Abort("running as root needs runuser to start PostgreSQL as postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self.url = f"postgres://postgres@{HOST}:{self.port}/postgres"
+        self.tmp: Path | None = None
+
+    def _run(self, *argv: str, timeout: float = 60):
+        done = subprocess.run(
+            [*self.as_user, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise Abort(f"{Path(argv[0]).name} failed:\n{done.stdout}{done.stderr}")
+
+    def __enter__(self) -> "PrivateCluster":
+        self.tmp = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+        try:
+            if self.as_user:
+                shutil.chown(self.tmp, "postgres", "postgres")
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.tmp / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def start(self):
+        options = (
+            f"-c listen_addresses={HOST} -c port={self.port} "
+            f"-c unix_socket_directories={self.tmp} -c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.tmp / "data"),
+            "-l",
+            str(self.tmp / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast"):
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.tmp / "data"), "-m", mode, "-w", "stop")
+
+    def log(self) -> str:
+        path = self.tmp / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __exit__(self, *exc_info):
+        if self.tmp is None:
+            return
+        try:
+            if (self.tmp / "data" / "postmaster.pid").exists():
+                self.stop("immediate")
+        except Exception as exc:
+            print(f"could not stop the private PostgreSQL cluster: {exc}", file=sys.stderr)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """Stop PostgreSQL mid-flood, start it again; 503 meanwhile, then recovery, no loss."""
+    outcome.database = "PostgreSQL (private cluster)"
+    if kind != "postgres":
+        raise ValueError("pg-restart runs on PostgreSQL only")
+    budget = Budget(150 + sizes.events * 0.04)
+    events = min(sizes.events, 3000)
+    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
+    with (
+        IdempotentSink() as sink,
+        PrivateCluster() as cluster,
+        runtime("postgres", cluster.url, **env) as rt,
+        evidence(rt, outcome),
+    ):
+        add_route(rt, sink)
+        rt.start_gunicorn(workers=3)
+        start_workers(rt)
+        budget.wait_until(
+            lambda: rt.query("SELECT COUNT(*) FROM events_workerheartbeat")[0][0] >= 2,
+            30,
+            "worker heartbeats",
+        )
+        pids = {name: rt.procs[name].pid for name in ("gunicorn", *WORKERS)}
+        web_pids = set(rt.children("gunicorn"))
+        ids = [f"pg-{i:06d}" for i in range(events)]
+        flood = Flood(
+            rt.port,
+            ids,
+            threads=4,
+            seconds=budget.left() / 2,
+            resend=True,
+            pause=0.25,
+            rate=len(ids) / sizes.paced_seconds,
+        ).start()
+        budget.wait_until(
+            lambda: len(flood.acked) >= events / 3 or flood.done, 60, "a third acknowledged"
+        )
+        outcome.check(not flood.done, "the flood ended before the database went down")
+        rt.reset_connection()
+        cluster.stop("immediate")
+        down_at = time.monotonic()
+        outcome.note(f"PostgreSQL stopped (-m immediate) at {len(flood.acked)} acks")
+        time.sleep(sizes.db_down_seconds / 2)
+        probes = {path: get(rt.port, path) for path in ("/health", "/ready")}
+        time.sleep(sizes.db_down_seconds / 2)
+        # A worker that dies now is a violation, but restarting it into a database that is
+        # still down proves nothing: that waits until the database is back.
+        supervise(rt, outcome, why=" while the database was down", restart=False)
+        up_from = time.monotonic()
+        cluster.start()
+        up_at = time.monotonic()
+        outcome.note(f"PostgreSQL started again after {up_at - down_at:.1f} s")
+        budget.wait_until(
+            lambda: any(r.acked and r.started > up_at for r in list(flood.replies)) or flood.done,
+            30,
+            "a 2xx after the database came back",
+        )
+        time.sleep(2)  # time for a surviving worker to reconnect, or to die trying
+        supervise(rt, outcome, why=" after the database came back")
+        flood.join()
+
+        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
+        replies = list(flood.replies)
+        outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
+        during = [r for r in replies if r.started >= down_at and r.started + r.elapsed <= up_from]
+        outcome.check(bool(during), "no request was answered while the database was down")
+        wrong = [r for r in during if r.status != 503 or not is_db_error(r.body)]
+        outcome.check(
+            not wrong,
+            f"{len(wrong)} of {len(during)} requests during the outage were not 503 "
+            f"database_unavailable: {Counter(r.status for r in wrong)}; first body: "
+            f"{wrong[0].body if wrong else None}",
+        )
+        server_errors = [r for r in replies if r.status == 500 or isinstance(r.status, str)]
+        outcome.check(
+            not server_errors,
+            f"{len(server_errors)} requests got 500 or no answer: "
+            f"{Counter(r.status for r in server_errors)}. gunicorn log:\n"
+            f"{tail(rt.log('gunicorn'), 40)}",
+        )
+        slowest = max(r.elapsed for r in replies)
+        outcome.check(slowest <= 10, f"a request took {slowest:.1f} s (bound 10 s)")
+        outcome.note(
+            f"{len(during)} requests during the outage: all 503 in at most "
+            f"{max((r.elapsed for r in during), default=0):.2f} s; slowest request "
+            f"{slowest:.2f} s"
+        )
+        first_ok = min(
+            (r.started + r.elapsed for r in replies if r.acked and r.started > up_at),
+            default=None,
+        )
+        if first_ok is not None:
+            outcome.note(f"first 202 {first_ok - up_at:.1f} s after the database was up")
+        outcome.check(
+            probes["/health"][0] == 200, f"/health during the outage: {probes['/health']}"
+        )
+        outcome.check(probes["/ready"][0] == 503, f"/ready during the outage: {probes['/ready']}")
+        outcome.check(
+            rt.procs["gunicorn"].poll() is None and rt.procs["gunicorn"].pid == pids["gunicorn"],
+            "the gunicorn master did not survive the outage",
+        )
+        if set(rt.children("gunicorn")) != web_pids:
+            outcome.note("gunicorn replaced some of its workers during the outage")
+        outcome.check(
+            len(flood.acked) == len(ids),
+            f"{len(ids) - len(flood.acked)} events never acknowledged, even resent",
+        )
+        check_stored(rt, outcome, set(flood.acked), set(ids))
+        wait_terminal(
+            rt,
+            outcome,
+            budget,
+            len(ids),
+            budget.left() - 5,
+            watch=lambda: supervise(rt, outcome, why=" after the outage"),
+        )
+        survived = [n for n in WORKERS if rt.procs[n].pid == pids[n]]
+        outcome.check(
+            len(survived) == len(WORKERS),
+            f"workers not restarted by the runtime itself: only {survived} kept running",
+        )
+        check_effects(rt, outcome, sink)
+        check_tasks(rt, outcome)
+    return outcome
+
+
+def get(port: int, path: str) -> tuple:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()[:200].decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__, ""
+    finally:
+        conn.close()
+
+
+def is_db_error(body) -> bool:
+    return (
+        isinstance(body, dict)
+        and body.get("status") == "error"
+        and body.get("error", {}).get("code") == "database_unavailable"
+    )
+
+
+# -- 4. sink outage ----------------------------------------------------------------------
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 8.0
+CIRCUIT_THRESHOLD, CIRCUIT_COOLDOWN = 5, 5
+PROBE_TIMEOUT = 120  # connectors/circuits.py: a probe that never reports back
+
+
+def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """The sink answers 500 for a while: backoff, the circuit opens and closes, all succeed."""
+    budget = Budget(sizes.outage_seconds + PROBE_TIMEOUT + 90)
+    env = {
+        "CIRCUIT_FAILURE_THRESHOLD": str(CIRCUIT_THRESHOLD),
+        "CIRCUIT_COOLDOWN_SECONDS": str(CIRCUIT_COOLDOWN),
+        "REDISPATCH_AFTER_SECONDS": "60",
+    }
+    # A failing API is seldom quick: each answer takes 50 ms, so a probe is in flight for
+    # a while (long enough for other workers to meet the half-open circuit).
+    with (
+        IdempotentSink(latency=0.05) as sink,
+        runtime(kind, pg_url, **env) as rt,
+        evidence(rt, outcome),
+    ):
+        add_route(
+            rt,
+            sink,
+            backoff_base_seconds=BACKOFF_BASE,
+            backoff_cap_seconds=BACKOFF_CAP,
+            max_attempts=20,
+        )
+        rt.start_gunicorn(workers=2)
+        start_workers(rt)
+        sink.outage(sizes.outage_seconds)
+        outage_from = time.time()
+        # One event first, alone: nothing else resets or adds to the circuit's count, so it
+        # is retried with its backoff until its failures open the circuit. The rest of
+        # the events arrive while the circuit is open.
+        canary = post(rt.port, "so-canary", 10)
+        ids = [f"so-{i:05d}" for i in range(sizes.outage_events - 1)]
+        flood = Flood(rt.port, ids, threads=4, seconds=budget.left() / 2)
+
+        timeline: list[tuple[float, str]] = []  # (time.time(), circuit state) on each change
+        metrics = {"open": 0, "scrapes": 0, "next": 0.0}
+
+        def circuit_state() -> str:
+            rows = rt.query(CIRCUIT)
+            state = rows[0][0] if rows else "closed"
+            if not timeline or timeline[-1][1] != state:
+                timeline.append((time.time(), state))
+            if sink.in_outage and time.monotonic() >= metrics["next"]:
+                metrics["next"] = time.monotonic() + 1
+                status, text = scrape(rt.port)
+                metrics["scrapes"] += 1
+                metrics["open"] += status == 200 and 'connector="http",state="open"' in text
+            return state
+
+        while sink.in_outage and budget.left() > 0:
+            state = circuit_state()
+            if not flood.started and (
+                state != "closed" or time.time() - outage_from > sizes.outage_seconds - 5
+            ):
+                flood.start()
+            supervise(rt, outcome)
+            time.sleep(0.1)
+        outage_to = time.time()
+        if not flood.started:
+            flood.start()
+        flood.join()
+        outcome.requests, outcome.acks = flood.sent() + 1, len(flood.acked) + canary.acked
+        outcome.check(canary.status == 202, f"the first event got {canary.status}")
+        outcome.check(
+            flood.counts() == Counter({202: len(ids)}), f"flood replies: {flood.counts()}"
+        )
+        try:
+            budget.wait_until(
+                lambda: circuit_state() == "closed",
+                CIRCUIT_COOLDOWN * 3 + 10,
+                "the circuit closing after the outage",
+            )
+        except Abort as exc:
+            outcome.check(False, str(exc))
+        closed_at = time.time()
+        waiting = rt.query(WAITING)
+        wait_terminal(
+            rt,
+            outcome,
+            budget,
+            len(ids) + 1,
+            budget.left() - 5,
+            watch=lambda: supervise(rt, outcome),
+        )
+
+        outcome.note(
+            "circuit: "
+            + " → ".join(f"{state} at {at - outage_from:+.1f} s" for at, state in timeline)
+            + f" (the outage ended at +{outage_to - outage_from:.1f} s)"
+        )
+        states = [state for _, state in timeline]
+        outcome.check("open" in states, f"the circuit never opened: {states}")
+        outcome.check(
+            metrics["open"] > 0,
+            f"/metrics never showed the open circuit ({metrics['scrapes']} scrapes)",
+        )
+        final = rt.query(CIRCUIT)
+        outcome.check(
+            bool(final) and final[0][:2] == ("closed", 0), f"circuit at the end: {final}"
+        )
+        # Load shed: after the threshold (and what was in flight), one probe per cool-down.
+        bound = (
+            CIRCUIT_THRESHOLD
+            + len(WORKERS)
+            + math.ceil(sizes.outage_seconds / CIRCUIT_COOLDOWN)
+            + 1
+        )
+        outcome.check(
+            len(sink.failed) <= bound,
+            f"the sink answered {len(sink.failed)} 500s; with the circuit at most {bound}",
+        )
+        # Once the circuit is closed, what waits is due within a cool-down (deferred by the
+        # open circuit) or a backoff ceiling (after a failed try).
+        last = as_utc(rt.query(LAST_FINISHED, (EVENT_TYPE,))[0][0])
+        recovery = last.timestamp() - closed_at
+        limit = CIRCUIT_COOLDOWN + BACKOFF_CAP + 15
+        outcome.check(
+            recovery <= limit,
+            f"the last execution succeeded {recovery:.0f} s after the circuit closed; "
+            f"expected within {limit} s (cool-down {CIRCUIT_COOLDOWN} s + backoff cap "
+            f"{BACKOFF_CAP:g} s + 15 s). Waiting when it closed (reason, count, due in s): "
+            + "; ".join(
+                f"{reason or '(backoff)'}: {n}, {due(first, closed_at)}..{due(latest, closed_at)}"
+                for reason, n, first, latest in waiting
+            ),
+        )
+        outcome.note(
+            f"the sink answered {len(sink.failed)} 500s during the {sizes.outage_seconds:g} s "
+            f"outage (bound {bound}); the last execution succeeded {recovery:.1f} s after "
+            "the circuit closed"
+        )
+        check_backoff(rt, outcome)
+        check_effects(rt, outcome, sink)
+        check_tasks(rt, outcome)
+    return outcome
+
+
+def due(when, since: float) -> str:
+    return "?" if when is None else f"{as_utc(when).timestamp() - since:+.0f}"
+
+
+def scrape(port: int) -> tuple:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__, ""
+    finally:
+        conn.close()
+
+
+def check_backoff(rt: Runtime, outcome: Outcome):
+    """Each retry waited a delay drawn from [0, min(cap, base * 2^(n-1))] after failed try n
+    (full jitter, docs/engine.md) and never started before it.
+
+    The delay chosen is read from the task message the worker enqueued when try n failed:
+    its run_after is the execution's next_attempt_at. A later circuit deferral only
+    postpones a retry, so the next try must start at or after that run_after."""
+    tasks: dict[int, list] = {}
+    for args_kwargs, enqueued, run_after in rt.query(TASKS):
+        if isinstance(args_kwargs, str):
+            args_kwargs = json.loads(args_kwargs)
+        run_after = as_utc(run_after)
+        if run_after.year > 9000:  # django-tasks' "no run_after"
+            continue
+        tasks.setdefault(args_kwargs["args"][0], []).append((as_utc(enqueued), run_after))
+    attempts: dict[int, list] = {}
+    for execution, number, started, finished, result in rt.query(ATTEMPTS):
+        attempts.setdefault(execution, []).append(
+            (number, as_utc(started), as_utc(finished), result)
+        )
+    delays: dict[int, list[float]] = {}
+    early, too_long, unseen = [], [], 0
+    for execution, tries in attempts.items():
+        for (number, _, finished, result), (_, next_start, _, _) in itertools.pairwise(tries):
+            if result != "retryable_error":
+                continue
+            after = sorted(t for t in tasks.get(execution, []) if t[0] >= finished)
+            if not after:
+                unseen += 1
+                continue
+            run_after = after[0][1]
+            delay = (run_after - finished).total_seconds()
+            ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (number - 1))
+            delays.setdefault(number, []).append(delay)
+            if not -0.05 <= delay <= ceiling + 0.5:
+                too_long.append((execution, number, round(delay, 2), ceiling))
+            if (next_start - run_after).total_seconds() < -0.05:
+                early.append((execution, number + 1, (next_start - run_after).total_seconds()))
+    outcome.check(
+        len(delays) >= 3,
+        f"retries seen after tries {sorted(delays)} only: the backoff's growth was not exercised",
+    )
+    outcome.check(unseen == 0, f"{unseen} retries without the task message of their backoff")
+    outcome.check(not early, f"{len(early)} retries started before their backoff: {early[:5]}")
+    outcome.check(
+        not too_long, f"{len(too_long)} backoff delays outside [0, ceiling]: {too_long[:5]}"
+    )
+    outcome.note(
+        "backoff delay after failed try n (mean / max s, ceiling): "
+        + "; ".join(
+            f"n={n}: {statistics.fmean(v):.2f} / {max(v):.2f} "
+            f"({min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (n - 1)):g}), {len(v)} retries"
+            for n, v in sorted(delays.items())
+        )
+    )
+
+
+# -- 5. duplicate storm ------------------------------------------------------------------
+def storm_order(ids: list[str], copies: int, window: int) -> list[str]:
+    """Every id `copies` times, shuffled within blocks of about `window` requests, so the
+    copies of one id are in flight together and race each other."""
+    per_block = max(1, window // copies)
+    order = []
+    for start in range(0, len(ids), per_block):
+        block = [eid for eid in ids[start : start + per_block] for _ in range(copies)]
+        random.shuffle(block)
+        order += block
+    return order
+
+
+def duplicate_storm(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """Many copies of each event at once: stored once, run once, one side effect."""
+    budget = Budget(120 + sizes.storm_requests * 0.01)
+    web_workers = min(max((os.cpu_count() or 1) * 2 + 1, 3), 5)  # the config's default
+    with IdempotentSink() as sink, runtime(kind, pg_url) as rt, evidence(rt, outcome):
+        add_route(rt, sink)
+        rt.start_gunicorn(workers=web_workers)
+        start_workers(rt)
+        ids = [f"ds-{i:05d}" for i in range(sizes.storm_ids)]
+        copies = sizes.storm_requests // sizes.storm_ids
+        order = storm_order(ids, copies, sizes.storm_concurrency)
+        flood = Flood(
+            rt.port, order, threads=sizes.storm_concurrency, seconds=budget.left() / 2, timeout=30
+        )
+        started = time.monotonic()
+        flood.start()
+        outcome.check(flood.join(), "the storm's clients did not finish")
+        took = time.monotonic() - started
+        counts = flood.counts()
+        outcome.requests, outcome.acks = flood.sent(), sum(1 for r in flood.replies if r.acked)
+        outcome.note(
+            f"{web_workers} gunicorn workers, {sizes.storm_concurrency} clients: "
+            f"{fmt_counts(counts)} in {took:.1f} s ({len(order) / took:.0f} requests/s)"
+        )
+        outcome.check(outcome.requests == len(order), f"{outcome.requests} of {len(order)} sent")
+        others = {s: n for s, n in counts.items() if s not in (200, 202)}
+        outcome.check(not others, f"replies other than 202 and 200: {others}")
+        accepted = Counter(r.event_id for r in flood.replies if r.status == 202)
+        outcome.check(
+            counts[202] == len(ids) and set(accepted.values()) == {1},
+            f"{counts[202]} 202s for {len(ids)} ids; ids accepted twice: "
+            f"{[e for e, n in accepted.items() if n > 1][:10]}",
+        )
+        wrong_body = [
+            r
+            for r in flood.replies
+            if (r.status, (r.body or {}).get("status"))
+            not in ((202, "accepted"), (200, "duplicate"))
+        ]
+        outcome.check(not wrong_body, f"{len(wrong_body)} bodies not accepted/duplicate")
+        uuids: dict[str, set] = {}
+        for r in flood.replies:
+            if r.body and "id" in r.body:
+                uuids.setdefault(r.event_id, set()).add(r.body["id"])
+        split = [e for e, u in uuids.items() if len(u) > 1]
+        outcome.check(not split, f"{len(split)} event ids answered with two different ids")
+        events = check_stored(rt, outcome, set(flood.acked), set(ids))
+        outcome.check(len(events) == len(ids), f"{len(events)} events for {len(ids)} ids")
+        wait_terminal(
+            rt, outcome, budget, len(ids), budget.left() - 5, watch=lambda: supervise(rt, outcome)
+        )
+        check_effects(rt, outcome, sink)
+        check_tasks(rt, outcome)
+        outcome.check(
+            outcome.executions == len(ids) and outcome.side_effects == len(ids),
+            f"{outcome.executions} executions and {outcome.side_effects} side effects "
+            f"for {len(ids)} events",
+        )
+    return outcome
+
+
+SCENARIOS = {
+    "worker-kills": worker_kills,
+    "gunicorn-kills": gunicorn_kills,
+    "pg-restart": pg_restart,
+    "sink-outage": sink_outage,
+    "duplicate-storm": duplicate_storm,
+}
+
+
+def run(name: str, kind: str, sizes: Sizes, pg_url: str) -> Outcome:
+    """One scenario on one database; an exception is a failed scenario, not a crash."""
+    progress(f"{name} on {kind}: starting")
+    started = time.monotonic()
+    outcome = Outcome(name, DATABASES[kind])
+    try:
+        SCENARIOS[name](kind, sizes, pg_url, outcome)
+    except Abort as exc:
+        outcome.check(False, f"aborted: {exc}")
+    except Exception:
+        outcome.check(False, f"the scenario failed:\n{traceback.format_exc()}")
+    outcome.duration = time.monotonic() - started
+    progress(
+        f"{name} on {kind}: {'PASS' if outcome.passed else 'FAIL'} in {outcome.duration:.0f} s"
+    )
+    return outcome
+
+
+# -- report --------------------------------------------------------------------------
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = [
+        "| scenario | database | requests | acks (2xx) | executions | side effects "
+        "| repeated deliveries absorbed | duration | result |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for o in outcomes:
+        lines.append(
+            f"| {o.scenario} | {o.database} | {fmt(o.requests)} | {fmt(o.acks)} "
+            f"| {fmt(o.executions)} | {fmt(o.side_effects)} | {fmt(o.absorbed)} "
+            f"| {o.duration:.0f} s | {'PASS' if o.passed else '**FAIL**'} |"
+        )
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=[*ALL, "all"], default="all")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="the short sizes (as in CI)")
+    parser.add_argument(
+        "--pg-url",
+        default=PG_ADMIN_URL,
+        help="PostgreSQL server on 127.0.0.1 where each scenario creates (and drops) its own "
+        "database (default: %(default)s; CHAOS_PG_URL or BENCH_PG_URL)",
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    names = ALL if args.scenario == "all" else (args.scenario,)
+    started = time.monotonic()
+    outcomes = []
+    for name in names:
+        for kind in kinds:
+            if name == "pg-restart" and kind != "postgres":
+                continue
+            outcomes.append(run(name, kind, sizes, args.pg_url))
+    if not outcomes:
+        parser.error("pg-restart runs on PostgreSQL only: use --db postgres or both")
+
+    print(table(outcomes))
+    print()
+    for o in outcomes:
+        print(f"- **{o.scenario} / {o.database}**: {'PASS' if o.passed else 'FAIL'}")
+        for v in o.violations:
+            print(f"  - VIOLATION: {v}")
+        for n in o.notes:
+            print(f"  - {n}")
+    failed = [o for o in outcomes if not o.passed]
+    print(
+        f"\n{'quick' if args.quick else 'full'} sizes; {os.cpu_count()} CPUs; "
+        f"took {time.monotonic() - started:.0f} s; commit {git_commit()}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    if failed:
+        print(f"\n{len(failed)} of {len(outcomes)} scenario runs FAILED", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
