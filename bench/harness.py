@@ -137,8 +137,12 @@ class Runtime:
                     shutil.rmtree(self.tmp, ignore_errors=True)
 
     def manage(self, *args: str) -> str:
+        return self.python("manage.py", *args)
+
+    def python(self, *args: str) -> str:
+        """Run Python with the runtime's environment; returns stdout, raises on failure."""
         done = subprocess.run(
-            [PY, "manage.py", *args],
+            [PY, *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -147,7 +151,7 @@ class Runtime:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
 
     # -- database ---------------------------------------------------------------------

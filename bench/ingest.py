@@ -34,7 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import API_KEY, GUNICORN, HOST, PY, ROOT, Runtime, as_utc
+from harness import API_KEY, GUNICORN, HOST, ROOT, Runtime, as_utc
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post.lua"
@@ -209,17 +209,7 @@ class Baseline(Runtime):
         try:
             if self._pg_db:
                 self._pg_admin(f'CREATE DATABASE "{self._pg_db}"')
-            done = subprocess.run(
-                [PY, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
-                cwd=ROOT,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            if done.returncode:
-                raise RuntimeError(f"baseline migrate failed:\n{done.stdout}{done.stderr}")
+            self.python("-m", "django", "migrate", "--run-syncdb", "-v", "0")
         except BaseException:
             self.close()
             raise

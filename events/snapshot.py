@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from connectors.models import Route
 from events.models import CredentialKind, SourceKey
+from guardrails.config import PerToken
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,6 @@ class Snapshot:
     def matching(self, event_type: str) -> list[Route]:
         """Enabled routes whose pattern matches event_type, in a stable order."""
         return [route for route in self.routes if route.matches(event_type)]
-
-
-_snapshot: Snapshot | None = None
 
 
 def _load(token: str) -> Snapshot:
@@ -45,13 +43,12 @@ def _load(token: str) -> Snapshot:
     )
 
 
+_snapshots = PerToken(_load)
+
+
 def snapshot(token: str) -> Snapshot:
     """The keys and routes as of `token` (read from the runtime state row by the caller)."""
-    global _snapshot
-    cached = _snapshot
-    if cached is None or cached.token != token:
-        cached = _snapshot = _load(token)
-    return cached
+    return _snapshots.get(token)
 
 
 def connect() -> None:

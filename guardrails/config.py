@@ -33,9 +33,6 @@ class Snapshot:
     rate_limited: frozenset  # {(scope, name)} that have a rate limit
 
 
-_snapshot: Snapshot | None = None
-
-
 def _load(token: str) -> Snapshot:
     allowed_types: dict = {}
     for source, pattern in AllowedEventType.objects.values_list("source", "pattern"):
@@ -60,13 +57,27 @@ def _load(token: str) -> Snapshot:
     )
 
 
+class PerToken:
+    """One value per process, built by `load(token)` and built again once the state
+    row's config token is no longer the one it was built for."""
+
+    def __init__(self, load):
+        self._load = load
+        self._cached = None  # (token, value)
+
+    def get(self, token: str):
+        cached = self._cached
+        if cached is None or cached[0] != token:
+            cached = self._cached = (token, self._load(token))
+        return cached[1]
+
+
+_snapshots = PerToken(_load)
+
+
 def snapshot(token: str) -> Snapshot:
     """The settings as of `token` (read from the runtime state row by the caller)."""
-    global _snapshot
-    cached = _snapshot
-    if cached is None or cached.token != token:
-        cached = _snapshot = _load(token)
-    return cached
+    return _snapshots.get(token)
 
 
 def current() -> Snapshot:
