@@ -544,3 +544,36 @@ def drop_trailing_slash_aliases(endpoints):
         for path, regex, method, callback in endpoints
         if not (path.endswith("/") and path.rstrip("/") in paths)
     ]
+
+
+def document_bad_requests(result, generator, request, public):
+    """Postprocessing hook: Django refuses a request whose Host header the server does
+    not answer to (ALLOWED_HOSTS) with a 400 before any view runs, so every operation can
+    answer 400; list it where the operation has no 400 of its own."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses")
+            if responses is None or "400" in responses:
+                continue
+            responses["400"] = {
+                "description": "The request could not be understood, e.g. a Host header "
+                "this server does not answer to.",
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"},
+                        "examples": {
+                            "BadRequest": {
+                                "value": {
+                                    "status": "error",
+                                    "error": {
+                                        "code": "bad_request",
+                                        "message": "The request could not be understood.",
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+            operation["responses"] = dict(sorted(responses.items()))
+    return result

@@ -187,6 +187,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["automation_runtime.openapi.drop_trailing_slash_aliases"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "automation_runtime.openapi.document_bad_requests",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ErrorStatusEnum": "automation_runtime.openapi.ERROR_STATUSES",
         "WebhookAckStatusEnum": "automation_runtime.openapi.WEBHOOK_ACK_STATUSES",

@@ -92,6 +92,17 @@ def test_the_webhooks_describe_their_acknowledgements_and_errors(document, path)
     assert {"application/json", "application/*+json"} <= set(operation["requestBody"]["content"])
 
 
+@pytest.mark.django_db
+def test_a_host_the_server_does_not_answer_to_gets_a_documented_json_400(client, document):
+    response = client.get("/health", HTTP_HOST="P,;F3|1:&q")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert "400" in operation["responses"], f"{method.upper()} {path} lists no 400"
+
+
 def test_the_api_key_webhook_names_its_key_header_and_idempotency_key(document):
     operation = document["paths"]["/webhook"]["post"]
 
