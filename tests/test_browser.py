@@ -94,6 +94,18 @@ def one(rt: LiveRuntime, sql: str):
     return rows[0] if rows else None
 
 
+def save(browser):
+    """Submit the admin form and wait until its answer has replaced the page, so the next
+    navigation cannot race the POST (and be replaced by its redirect)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button = browser.find_element(By.NAME, "_save")
+    button.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
+
+
 def run_action(browser, pk: int, action: str):
     """Tick one row of an admin changelist and run an action on it."""
     from selenium.webdriver.common.by import By
@@ -125,7 +137,7 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     browser.find_element(By.ID, "id_engaged").click()
     browser.find_element(By.ID, "id_new_reason").send_keys("browser test: bad deploy")
     browser.find_element(By.ID, "id_confirm").click()
-    browser.find_element(By.NAME, "_save").click()
+    save(browser)
     browser.get(rt.url + "/admin/")
     banner = browser.find_element(By.ID, "runtime-mode")
     assert banner.get_attribute("data-mode") == "killed"
@@ -151,7 +163,7 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     browser.find_element(By.ID, "id_engaged").click()
     browser.find_element(By.ID, "id_new_reason").send_keys("browser test: fixed")
     browser.find_element(By.ID, "id_confirm").click()
-    browser.find_element(By.NAME, "_save").click()
+    save(browser)
     browser.get(rt.url + "/admin/events/execution/?status__exact=held")
     run_action(browser, held[0], "release_held")
     assert "released" in browser.find_element(By.CLASS_NAME, "messagelist").text
