@@ -192,19 +192,31 @@ class Runtime:
         self.procs[name] = proc
         return proc
 
-    def start_gunicorn(self, workers: int = 1, timeout: float = 30):
+    def start_gunicorn(
+        self, workers: int = 1, timeout: float = 30, *, app: tuple = (), probe=("GET", "/ready")
+    ):
+        """gunicorn with the runtime's config, ready once `probe` answers 200 (`app`: other
+        arguments, such as another WSGI application; a probe of None takes any answer)."""
         self._spawn(
             "gunicorn",
-            [GUNICORN, "-c", "automation_runtime/gunicorn.conf.py", "--workers", str(workers)],
+            [
+                GUNICORN,
+                "-c",
+                "automation_runtime/gunicorn.conf.py",
+                "--workers",
+                str(workers),
+                *app,
+            ],
         )
+        method, path = probe or ("POST", "/")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs["gunicorn"].poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log('gunicorn')}")
             conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
             try:
-                conn.request("GET", "/ready")
-                if conn.getresponse().status == 200:
+                conn.request(method, path)
+                if probe is None or conn.getresponse().status == 200:
                     return
             except OSError:
                 pass

@@ -34,7 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import API_KEY, GUNICORN, HOST, ROOT, Runtime, as_utc
+from harness import API_KEY, HOST, ROOT, Runtime, as_utc
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post.lua"
@@ -215,41 +215,9 @@ class Baseline(Runtime):
             raise
         return self
 
-    def start_gunicorn(self, workers: int = 1, timeout: float = 30):
-        self._spawn(
-            "gunicorn",
-            [
-                GUNICORN,
-                "-c",
-                "automation_runtime/gunicorn.conf.py",
-                "--workers",
-                str(workers),
-                "--pythonpath",
-                str(ROOT / "bench"),
-                "baseline.wsgi:application",
-            ],
-        )
-        wait_listening(self, timeout)
-
-
-def wait_listening(runtime: Runtime, timeout: float):
-    """Until a POST with an empty JSON object gets any HTTP answer."""
-    import http.client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if runtime.procs["gunicorn"].poll() is not None:
-            raise RuntimeError(f"gunicorn exited:\n{runtime.log('gunicorn')}")
-        conn = http.client.HTTPConnection(HOST, runtime.port, timeout=2)
-        try:
-            conn.request("POST", "/webhook", body=b"{}")
-            conn.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    raise TimeoutError(f"gunicorn not answering in {timeout} s:\n{runtime.log('gunicorn')}")
+    def start_gunicorn(self, workers: int = 1, timeout: float = 30, **_):
+        app = ("--pythonpath", str(ROOT / "bench"), "baseline.wsgi:application")
+        super().start_gunicorn(workers, timeout, app=app, probe=None)
 
 
 def children(pid: int) -> list[int]:
