@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import math
 import os
 import signal
 import statistics
@@ -31,7 +30,7 @@ import sys
 import threading
 import time
 
-from harness import ROOT, Runtime, as_utc, post_event
+from harness import ROOT, Runtime, as_utc, percentile, post_event
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 EVENT_TYPE = "order.created"  # the demo route sends it to the `log` connector
@@ -115,13 +114,6 @@ def progress(message: str):
 
 def ms(delta) -> float:
     return delta.total_seconds() * 1000
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = math.ceil(pct / 100 * len(ordered))
-    return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
 def status_counts(rt: Runtime, tag: str) -> dict[str, int]:

@@ -9,6 +9,7 @@ or PostgreSQL database) is removed on the way out, also after an error.
 import contextlib
 import http.client
 import json
+import math
 import os
 import shutil
 import signal
@@ -35,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = math.ceil(pct / 100 * len(ordered))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
 def as_utc(value) -> datetime | None:
@@ -216,7 +226,8 @@ class Runtime:
             conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
             try:
                 conn.request(method, path)
-                if probe is None or conn.getresponse().status == 200:
+                status = conn.getresponse().status  # an answer, not just an accepted socket
+                if probe is None or status == 200:
                     return
             except OSError:
                 pass

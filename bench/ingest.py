@@ -34,7 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import API_KEY, HOST, ROOT, Runtime, as_utc
+from harness import API_KEY, HOST, ROOT, Runtime, as_utc, percentile
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post.lua"
@@ -189,13 +189,6 @@ def post_many(port: int, ids: list[str], header=None) -> dict:
     return counts
 
 
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 # -- processes ---------------------------------------------------------------------------
 class Baseline(Runtime):
     """The bare baseline project (bench/baseline/) on its own fresh database."""
@@ -220,14 +213,6 @@ class Baseline(Runtime):
         super().start_gunicorn(workers, timeout, app=app, probe=None)
 
 
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -247,7 +232,7 @@ def memory(runtime: Runtime, label: str) -> list[tuple[str, float]]:
         if name == "gunicorn":
             rows.append((f"{label} gunicorn master", rss_mb(proc.pid)))
             rows.extend(
-                (f"{label} gunicorn worker", rss_mb(child)) for child in children(proc.pid)
+                (f"{label} gunicorn worker", rss_mb(pid)) for pid in runtime.children(name)
             )
         else:
             rows.append((f"{label} {name} (runworker)", rss_mb(proc.pid)))
@@ -255,8 +240,6 @@ def memory(runtime: Runtime, label: str) -> list[tuple[str, float]]:
 
 
 # -- SQL ---------------------------------------------------------------------------------
-COUNT_EVENTS = "SELECT COUNT(*) FROM events_event WHERE event_id LIKE %s"
-COUNT_BASELINE = "SELECT COUNT(*) FROM baseline_delivery WHERE event_id LIKE %s"
 EXECUTED = """
     SELECT e.received_at, x.finished_at
     FROM events_execution x JOIN events_event e ON e.id = x.event_id

@@ -5,6 +5,7 @@ the truth. A message only says "look at execution N now", so a repeated message 
 UPDATE that matches nothing, and a lost one is sent again by the reaper.
 """
 
+import contextlib
 import datetime
 import logging
 
@@ -18,9 +19,7 @@ def send(execution_ids, *, run_after: datetime.datetime | None = None) -> int:
 
     Callers set `dispatched_at` in the same UPDATE that makes the execution claimable.
     """
-    from events.tasks import run_execution
-
-    task = run_execution.using(run_after=run_after) if run_after else run_execution
+    task = _task(run_after)
     sent = []
     for execution_id in execution_ids:
         try:
@@ -48,22 +47,24 @@ def send_on_commit(
     ids = list(execution_ids)
     if not ids:
         return
-    if transaction.get_connection().in_atomic_block and _queue_in_database():
-        from events.tasks import run_execution
-
-        task = run_execution.using(run_after=run_after) if run_after else run_execution
-        if not isolated:
+    if not (transaction.get_connection().in_atomic_block and _queue_in_database()):
+        transaction.on_commit(lambda: send(ids, run_after=run_after))
+        return
+    task = _task(run_after)
+    try:
+        with transaction.atomic() if isolated else contextlib.nullcontext():
             for execution_id in ids:
                 task.enqueue(execution_id)
-            return
-        try:
-            with transaction.atomic():
-                for execution_id in ids:
-                    task.enqueue(execution_id)
-        except DatabaseError:
-            logger.exception("could not enqueue executions %s", ids)
-        return
-    transaction.on_commit(lambda: send(ids, run_after=run_after))
+    except DatabaseError:
+        if not isolated:
+            raise
+        logger.exception("could not enqueue executions %s", ids)
+
+
+def _task(run_after: datetime.datetime | None):
+    from events.tasks import run_execution
+
+    return run_execution.using(run_after=run_after) if run_after else run_execution
 
 
 def _queue_in_database() -> bool:
