@@ -47,8 +47,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
-    "django_tasks",
-    "django_tasks_db",
     "guardrails",
     "connectors",
     "events",
@@ -211,13 +209,6 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-TASKS = {
-    "default": {
-        "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default"],
-    }
-}
-
 # Demo mode (make run) creates well-known demo credentials; never enable it in production.
 DEMO_MODE = envbool("AUTOMATION_DEMO", False)
 
@@ -296,38 +287,24 @@ FIXTURE_DIRS = [BASE_DIR / "fixtures"]
 CONNECTORS = envlist("CONNECTORS", [])
 
 # Execution engine (see docs/engine.md).
+# Actions one `runworker` process runs at once (runworker --concurrency overrides it).
+WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 32, minimum=1)
+if WORKER_CONCURRENCY > 1000:
+    raise ImproperlyConfigured(f"WORKER_CONCURRENCY must be at most 1000; got {WORKER_CONCURRENCY}")
+# After SIGTERM a worker claims nothing more and lets the actions in flight finish for this
+# long; then (or at a second SIGTERM) it gives the rest back to the queue.
+WORKER_GRACE_SECONDS = envint("WORKER_GRACE_SECONDS", 30, minimum=0)
 # How long a claim lasts before the reaper may hand the execution to another worker; a
-# running action renews it every third of this.
+# worker renews all of its leases every third of this.
 EXECUTION_LEASE_SECONDS = envint("EXECUTION_LEASE_SECONDS", 60, minimum=3)
-# How often each worker's reaper looks for expired leases and lost task messages.
+# How often each worker's reaper looks for expired leases and writes its heartbeat.
 REAPER_INTERVAL_SECONDS = envint("REAPER_INTERVAL_SECONDS", 5, minimum=1)
-# A claimable execution still waiting this long after its task message became runnable
-# gets another message (the first one may have been lost).
-REDISPATCH_AFTER_SECONDS = envint("REDISPATCH_AFTER_SECONDS", 60, minimum=1)
-# Finished task-queue rows (not our executions or attempts) are deleted after this.
-TASK_RESULT_RETENTION_SECONDS = envint("TASK_RESULT_RETENTION_SECONDS", 3600, minimum=0)
 # Retention (see docs/retention.md): `manage.py prune` keeps an event's identity (source,
 # event id, body hash) this many days after it arrived, so a late redelivery is still
 # answered `duplicate` and never runs again; its payload may be dropped sooner.
 DEDUP_RETENTION_DAYS = envint("DEDUP_RETENTION_DAYS", 90, minimum=0)
 # A worker whose heartbeat is older than this is not live.
 WORKER_STALE_SECONDS = envint("WORKER_STALE_SECONDS", 30, minimum=2)
-
-# The task queue engine: "db" (django-tasks-db, the default, SQLite or PostgreSQL) or "rq"
-# (Redis through django-tasks-rq; needs REDIS_URL).
-TASKS_ENGINE = os.environ.get("TASKS_ENGINE", "db").strip().lower()
-if TASKS_ENGINE not in ("db", "rq"):
-    raise ImproperlyConfigured(f"TASKS_ENGINE must be 'db' or 'rq'; got {TASKS_ENGINE!r}")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-if TASKS_ENGINE == "rq":
-    TASKS = {
-        "default": {
-            "BACKEND": "django_tasks_rq.RQBackend",
-            "QUEUES": ["default"],
-        }
-    }
-    RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
-    INSTALLED_APPS += ["django_rq"]
 
 # GET /metrics (docs/metrics.md): answered to loopback, to `Authorization: Bearer
 # <METRICS_TOKEN>` when set, and to operators and viewers.

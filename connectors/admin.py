@@ -32,6 +32,7 @@ class RouteForm(forms.ModelForm):
             "enabled",
             "dry_run",
             "max_attempts",
+            "max_in_flight",
             "backoff_base_seconds",
             "backoff_cap_seconds",
         )
@@ -57,6 +58,7 @@ class RouteAdmin(admin.ModelAdmin):
         "enabled",
         "dry_run",
         "max_attempts",
+        "max_in_flight",
     )
     list_filter = ("enabled", "dry_run", "connector")
     search_fields = ("name", "event_type")
@@ -65,16 +67,17 @@ class RouteAdmin(admin.ModelAdmin):
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(admin.ModelAdmin):
     list_display = (
-        "connector",
+        "route",
         "target",
         "state_badge",
         "consecutive_failures",
         "retry_at",
         "updated_at",
     )
-    list_filter = ("state", "connector")
+    list_filter = ("state", "route__connector")
+    list_select_related = ("route",)
     readonly_fields = (
-        "connector",
+        "route",
         "target",
         "state",
         "consecutive_failures",
@@ -88,8 +91,10 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Every connector with its actions, beside the circuits of its targets.
         open_circuits = {}
-        for circuit in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED):
-            open_circuits.setdefault(circuit.connector, []).append(circuit)
+        for circuit in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED).select_related(
+            "route"
+        ):
+            open_circuits.setdefault(circuit.route.connector, []).append(circuit)
         connectors = [
             {
                 "name": name,

@@ -1,4 +1,4 @@
-"""Circuit breakers per connector and target host.
+"""Circuit breakers per route and target host.
 
 After CIRCUIT_FAILURE_THRESHOLD retryable failures in a row a circuit opens for
 CIRCUIT_COOLDOWN_SECONDS. Executions that meet an open circuit are deferred until it may
@@ -11,7 +11,7 @@ import datetime
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from connectors.models import CircuitBreaker, CircuitState
@@ -34,17 +34,32 @@ def _cooldown():
     return datetime.timedelta(seconds=settings.CIRCUIT_COOLDOWN_SECONDS)
 
 
-def before_call(connector: str, target: str) -> Gate:
-    """May a call to this connector and target go through now?"""
+def not_closed(keys) -> dict:
+    """The circuits among these (route id, target) pairs that are not closed, by pair: one
+    query for a whole claimed batch, so a closed circuit costs nothing per call."""
+    keys = {(route_id, target) for route_id, target in keys if target}
+    if not keys:
+        return {}
+    rows = CircuitBreaker.objects.filter(route_id__in={r for r, _ in keys}).exclude(
+        state=CircuitState.CLOSED
+    )
+    return {(row.route_id, row.target): row for row in rows if (row.route_id, row.target) in keys}
+
+
+def before_call(route, target: str, *, row=None, known=False) -> Gate:
+    """May a call for this route (a Route) to this target go through now? `row` is its
+    circuit if the caller read it already (`known=True`: None means closed)."""
     if not target:
         return Gate(True)
-    row = CircuitBreaker.objects.filter(connector=connector, target=target).first()
+    if not known:
+        row = CircuitBreaker.objects.filter(route_id=route.pk, target=target).first()
     if row is None or row.state == CircuitState.CLOSED:
         return Gate(True)
+    name = f"route {route.name!r}"
     now = timezone.now()
     if row.state == CircuitState.OPEN:
         if row.retry_at and row.retry_at > now:
-            return Gate(False, row.retry_at, f"circuit open for {connector} → {target}")
+            return Gate(False, row.retry_at, f"circuit open for {name} → {target}")
         # Cool-down over: the first worker to flip it to half-open makes the probe call.
         took = CircuitBreaker.objects.filter(pk=row.pk, state=CircuitState.OPEN).update(
             state=CircuitState.HALF_OPEN, retry_at=now + PROBE_TIMEOUT
@@ -63,23 +78,37 @@ def before_call(connector: str, target: str) -> Gate:
         wait = now + min(_cooldown(), PROBE_RECHECK)
     else:
         wait = row.retry_at if row.retry_at and row.retry_at > now else now + _cooldown()
-    return Gate(False, wait, f"circuit {row.state.replace('_', '-')} for {connector} → {target}")
+    return Gate(False, wait, f"circuit {row.state.replace('_', '-')} for {name} → {target}")
 
 
-def record_success(connector: str, target: str) -> None:
-    if not target:
+def _id(route) -> int:
+    return route if isinstance(route, int) else route.pk
+
+
+def record_successes(keys) -> None:
+    """Close these (route id, target) circuits and reset their failure counts: one
+    statement for a settled batch, which matches no row while all is well."""
+    keys = {(route_id, target) for route_id, target in keys if target}
+    if not keys:
         return
-    CircuitBreaker.objects.filter(connector=connector, target=target).exclude(
+    match = Q()
+    for route_id, target in keys:
+        match |= Q(route_id=route_id, target=target)
+    CircuitBreaker.objects.filter(match).exclude(
         state=CircuitState.CLOSED, consecutive_failures=0
     ).update(state=CircuitState.CLOSED, consecutive_failures=0, retry_at=None, opened_at=None)
 
 
-def record_failure(connector: str, target: str, error: str) -> None:
+def record_success(route, target: str) -> None:
+    record_successes([(_id(route), target)])
+
+
+def record_failure(route, target: str, error: str) -> None:
     """Count a retryable failure; open the circuit at the threshold or after a failed probe."""
     if not target:
         return
     now = timezone.now()
-    row, _ = CircuitBreaker.objects.get_or_create(connector=connector, target=target)
+    row, _ = CircuitBreaker.objects.get_or_create(route_id=_id(route), target=target)
     CircuitBreaker.objects.filter(pk=row.pk).update(
         consecutive_failures=F("consecutive_failures") + 1, last_error=error[:2000]
     )
@@ -96,11 +125,12 @@ def record_failure(connector: str, target: str, error: str) -> None:
 def summary() -> list[dict]:
     return [
         {
-            "connector": c.connector,
+            "route": c.route.name,
+            "connector": c.route.connector,
             "target": c.target,
             "state": c.state,
             "consecutive_failures": c.consecutive_failures,
             "retry_at": c.retry_at.isoformat() if c.retry_at else None,
         }
-        for c in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED)
+        for c in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED).select_related("route")
     ]

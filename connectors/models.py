@@ -8,6 +8,10 @@ from automation_runtime.patterns import type_matches
 from connectors import registry, templating
 from guardrails.config import WatchedQuerySet
 
+# Half of one default worker's slots (WORKER_CONCURRENCY=32): a route whose destination
+# hangs leaves the other half to every other route.
+DEFAULT_MAX_IN_FLIGHT = 16
+
 
 class RouteQuerySet(WatchedQuerySet):
     # Cached per process by ingestion (events/snapshot.py): every change bumps the token.
@@ -44,6 +48,13 @@ class Route(models.Model):
     backoff_cap_seconds = models.FloatField(
         default=600.0, validators=[MinValueValidator(0.0)], help_text="Longest wait between tries."
     )
+    max_in_flight = models.PositiveIntegerField(
+        default=DEFAULT_MAX_IN_FLIGHT,
+        validators=[MinValueValidator(1)],
+        help_text="At most this many of its executions run at once, over all workers, so "
+        "one slow or hanging destination cannot take every worker's slots. Raise it for a "
+        "busy route to a fast API (docs/engine.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -58,6 +69,10 @@ class Route(models.Model):
             models.CheckConstraint(
                 condition=models.Q(backoff_base_seconds__gte=0, backoff_cap_seconds__gte=0),
                 name="connectors_route_backoff_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_in_flight__gte=1),
+                name="connectors_route_max_in_flight_gte_1",
             ),
         ]
 
@@ -101,10 +116,11 @@ class CircuitState(models.TextChoices):
 
 
 class CircuitBreaker(models.Model):
-    """One per connector and target host. Executions that meet an open circuit are deferred
-    without spending an attempt."""
+    """One per route and target host. Executions that meet an open circuit are deferred
+    without spending an attempt. Keyed by route, so one failing endpoint on a host does
+    not stop other routes that call the same host."""
 
-    connector = models.CharField(max_length=64)
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="circuits")
     target = models.CharField(max_length=255)
     state = models.CharField(
         max_length=max(len(v) for v in CircuitState.values),
@@ -121,13 +137,11 @@ class CircuitBreaker(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["connector", "target"], name="connectors_circuit_uniq"
-            ),
+            models.UniqueConstraint(fields=["route", "target"], name="connectors_circuit_uniq"),
         ]
-        ordering = ["connector", "target"]
+        ordering = ["route", "target"]
         verbose_name = "connector and circuit breaker"
         verbose_name_plural = "connectors and circuit breakers"
 
     def __str__(self):
-        return f"{self.connector} → {self.target}: {self.state}"
+        return f"{self.route.name} → {self.target}: {self.state}"

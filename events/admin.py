@@ -719,10 +719,12 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
         "worker_id",
         "hostname",
         "pid",
-        "engine",
+        "concurrency",
+        "in_flight",
+        "claims",
+        "executions_run",
         "started_at",
         "last_seen_at",
-        "executions_run",
     )
     readonly_fields = list_display
 

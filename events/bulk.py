@@ -2,14 +2,14 @@
 
 Up to ADMIN_BULK_THRESHOLD executions the action runs in the request, through
 events.operations as always. Above it a BulkOperation row keeps the selection (the ids it
-matched, so it can be re-run and audited as one act) and a task runs it in batches with the
+matched, so it can be re-run and audited as one act) and a worker claims the row (like an
+execution: a conditional UPDATE from pending to running) and runs it in batches with the
 same rules, recording its progress after each batch and one audit entry at the end.
 """
 
 import logging
 from datetime import timedelta
 
-from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,8 +26,8 @@ ADMIN_BULK_THRESHOLD = 500
 BULK_MAX = 200_000
 # Executions per batch; also keeps SQLite's IN lists short.
 BATCH = 500
-# An operation with no finished batch for this long lost its worker (or its task message):
-# another worker takes it over where it stopped. A batch takes seconds.
+# An operation with no finished batch for this long lost its worker: another worker takes
+# it over where it stopped. A batch takes seconds.
 STALLED_AFTER = timedelta(minutes=5)
 
 AUDIT_ACTIONS = {
@@ -82,7 +82,7 @@ def apply(queryset, action: str, *, actor, via="admin", force: bool = False, sel
 
 
 def start(action: str, ids, *, actor, via="admin", force=False, selection="") -> BulkOperation:
-    """Record a bulk operation and hand it to a worker once the transaction commits."""
+    """Record a bulk operation; a worker claims it once the transaction commits."""
     eligible_statuses(action)  # refuses an unknown action before anything is stored
     ids = sorted(set(ids))
     operation = BulkOperation.objects.create(
@@ -94,7 +94,6 @@ def start(action: str, ids, *, actor, via="admin", force=False, selection="") ->
         execution_ids=ids,
         total=len(ids),
     )
-    transaction.on_commit(lambda: enqueue(operation.pk))
     return operation
 
 
@@ -105,36 +104,24 @@ def _stalled(now) -> Q:
     )
 
 
-def resume_stalled(now=None) -> list[int]:
-    """Send a new task for each operation whose worker died or whose task message was lost
-    (pending or running with no progress for STALLED_AFTER). Every worker's housekeeping
-    calls this; the claim in `run` lets one worker take each over."""
+def runnable_ids(now=None) -> list[int]:
+    """Operations a worker should take: pending, or running with no progress for
+    STALLED_AFTER (their worker died). Oldest first."""
     now = now or timezone.now()
-    lost_message = Q(status=BulkStatus.PENDING, created_at__lt=now - STALLED_AFTER)
-    ids = list(
-        BulkOperation.objects.filter(lost_message | _stalled(now)).values_list("pk", flat=True)
+    return list(
+        BulkOperation.objects.filter(Q(status=BulkStatus.PENDING) | _stalled(now))
+        .order_by("created_at")
+        .values_list("pk", flat=True)
     )
-    for operation_id in ids:
-        logger.warning("bulk operation %s stalled; sending it to a worker again", operation_id)
-        enqueue(operation_id)
-    return ids
 
 
-def enqueue(operation_id: int) -> bool:
-    """Send the operation's task. On failure the row is marked failed, with the reason."""
-    from events.tasks import run_bulk_operation
-
-    try:
-        run_bulk_operation.enqueue(operation_id)
-    except Exception as exc:
-        logger.exception("could not enqueue bulk operation %s", operation_id)
-        BulkOperation.objects.filter(pk=operation_id, status=BulkStatus.PENDING).update(
-            status=BulkStatus.FAILED,
-            last_error=f"could not enqueue: {type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
-        )
-        return False
-    return True
+def run_next() -> bool:
+    """Claim and run the oldest runnable operation; False if there was none to claim.
+    Every worker's side thread calls this; the claim in `run` lets one win each."""
+    for operation_id in runnable_ids():
+        if run(operation_id) != "skipped":
+            return True
+    return False
 
 
 # The same rules as the one-off actions; one audit entry covers the whole operation.
@@ -163,8 +150,8 @@ RUNNERS = {BulkAction.REPLAY: _replay, BulkAction.CANCEL: _cancel, BulkAction.RE
 def run(operation_id: int) -> str:
     """Run a pending bulk operation to its end, batch by batch.
 
-    Returns "skipped" if it is not pending (another worker claimed it first, or it ran
-    already). A failing batch is counted in `errors` and the next one still runs.
+    Returns "skipped" if it is neither pending nor stalled (another worker claimed it
+    first, or it ran already). A failing batch is counted in `errors` and the next one still runs.
     """
     now = timezone.now()
     # Pending, or running with no progress for STALLED_AFTER: its worker died. The

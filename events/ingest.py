@@ -9,7 +9,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from automation_runtime.logcontext import bind, log_context
-from events import dispatch, snapshot
+from events import snapshot
+from events.engine import wake
 from events.models import (
     Event,
     EventStatus,
@@ -95,7 +96,7 @@ def _new_execution(event: Event, route, status: str, reason: str) -> Execution:
         idempotency_key=Execution.new_idempotency_key(),
         created_at=now,
         updated_at=now,
-        dispatched_at=now if status == ExecutionStatus.QUEUED else None,
+        next_attempt_at=now,
     )
 
 
@@ -106,7 +107,8 @@ def ingest(
 
     Returns `duplicate` for the same (source, event id) with the same body and `conflict`
     (counted on the stored event) for a different body; in both cases nothing new is
-    stored. Executions are queued for the worker only after the transaction commits.
+    stored. The event and its executions commit together: the executions table is the
+    queue, so there is nothing else to write, and workers can claim them from then on.
     Every log line written meanwhile carries the source and the event id. `state` is
     the runtime state row if the caller has just read it.
     """
@@ -150,16 +152,15 @@ def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict, state) -> Ing
         with transaction.atomic():
             if _insert_event_once(event):
                 if status != EventStatus.BLOCKED and routes:
-                    execution_ids = _insert(
+                    _insert(
                         [
                             _new_execution(event, route, execution_status, decision.reason)
                             for route in routes
                         ]
                     )
                     if execution_status == ExecutionStatus.QUEUED:
-                        # In the event's transaction: a failure fails the ingest (503,
-                        # nothing stored, the sender retries), rather than a savepoint.
-                        dispatch.send_on_commit(execution_ids, isolated=False)
+                        # Delivered on commit: a worker cannot look before the rows exist.
+                        wake.notify()
                 return IngestResult(outcome=status, event=event)
             existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
             if existing is None:

@@ -61,7 +61,7 @@ from events.models import (
     Execution,
     Source,
 )
-from events.workers import live_workers
+from events.engine.heartbeat import live_workers
 from guardrails import permissions
 
 logger = logging.getLogger(__name__)

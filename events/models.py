@@ -277,6 +277,7 @@ class ExecutionStatus(models.TextChoices):
 
 
 PENDING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING]
+# What a worker may claim once next_attempt_at has come: the engine's queue.
 CLAIMABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING]
 FINISHED_STATUSES = [
     ExecutionStatus.SUCCEEDED,
@@ -297,9 +298,27 @@ class ExecutionQuerySet(models.QuerySet):
         """Not finished: what the worker and the reaper look at."""
         return self.filter(status__in=PENDING_STATUSES)
 
+    def running(self):
+        """Claimed by a worker: in flight, or its worker died and the lease has not expired."""
+        return self.filter(status=ExecutionStatus.RUNNING)
+
+    def due(self, now=None):
+        """Claimable now: queued or retrying, and next_attempt_at has come (the partial
+        index events_execution_claim_idx serves this)."""
+        return self.filter(
+            status__in=CLAIMABLE_STATUSES, next_attempt_at__lte=now or timezone.now()
+        )
+
+    def expired(self, now=None):
+        """Running with a lease that has run out: its worker stopped answering."""
+        return self.running().filter(lease_expires_at__lt=now or timezone.now())
+
 
 class Execution(models.Model):
-    """One route's run for one event: the unit the worker claims, retries and records."""
+    """One route's run for one event: the unit the worker claims, retries and records.
+
+    The executions table is the engine's queue: a worker claims due rows straight from
+    it (events/engine/claims.py), so there is no task message beside a row."""
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="executions")
     route = models.ForeignKey(
@@ -326,13 +345,9 @@ class Execution(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(
-        null=True, blank=True, help_text="Not claimable before this time (retry backoff)."
-    )
-    dispatched_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="When the last task message for it became runnable; the reaper sends "
-        "another if it is still waiting long after this.",
+        default=timezone.now,
+        help_text="A queued or retrying execution is not claimed before this time "
+        "(retry backoff, a rate limit, an open circuit).",
     )
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -350,20 +365,34 @@ class Execution(models.Model):
                 condition=models.Q(status__in=ExecutionStatus.values),
                 name="events_execution_status_valid",
             ),
+            # A running execution always has its owner and an end to its lease, so the
+            # reaper can always take it back.
+            models.CheckConstraint(
+                condition=~models.Q(status=ExecutionStatus.RUNNING)
+                | (models.Q(lease_expires_at__isnull=False) & ~models.Q(lease_owner="")),
+                name="events_execution_running_has_lease",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="events_execution_status_idx"),
             # The admin's list order and its route filter.
             models.Index(fields=["-created_at"], name="events_execution_created_idx"),
             models.Index(fields=["route", "-created_at"], name="events_execution_route_idx"),
-            # The worker's scans: only the few rows that are not finished.
+            # The claim: per route, the due rows in order. Only waiting rows are in it.
             models.Index(
-                fields=["dispatched_at"],
-                name="events_execution_pending_idx",
-                condition=models.Q(status__in=PENDING_STATUSES),
+                fields=["route", "next_attempt_at"],
+                name="events_execution_claim_idx",
+                condition=models.Q(status__in=CLAIMABLE_STATUSES),
             ),
+            # The cheap "is anything due?" poll and the queue-wait figures.
             models.Index(
-                fields=["lease_expires_at"],
+                fields=["next_attempt_at"],
+                name="events_execution_due_idx",
+                condition=models.Q(status__in=CLAIMABLE_STATUSES),
+            ),
+            # In flight: lease renewal, the reaper, and max_in_flight counts.
+            models.Index(
+                fields=["route", "lease_expires_at"],
                 name="events_execution_running_idx",
                 condition=models.Q(status=ExecutionStatus.RUNNING),
             ),
@@ -434,7 +463,15 @@ class WorkerHeartbeat(models.Model):
     worker_id = models.CharField(max_length=128, unique=True)
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    engine = models.CharField(max_length=16)
+    concurrency = models.PositiveIntegerField(
+        default=0, help_text="Actions it runs at once (runworker --concurrency)."
+    )
+    in_flight = models.PositiveIntegerField(
+        default=0, help_text="Actions it was running at its last heartbeat."
+    )
+    claims = models.PositiveBigIntegerField(
+        default=0, help_text="Executions it has claimed since it started."
+    )
     started_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     executions_run = models.PositiveIntegerField(default=0)
@@ -457,7 +494,7 @@ class BulkAction(models.TextChoices):
 
 class BulkStatus(models.TextChoices):
     PENDING = "pending"
-    """Created; waiting for a worker to pick up its task."""
+    """Created; waiting for a worker to pick it up."""
     RUNNING = "running"
     """A worker is going through its executions, batch by batch."""
     DONE = "done"

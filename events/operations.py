@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import Route
-from events import dispatch
+from events.engine import wake
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 from guardrails import audit
 
@@ -50,8 +50,7 @@ def requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
             Execution.objects.filter(pk__in=pks, status__in=from_statuses).update(
                 status=ExecutionStatus.QUEUED,
                 attempts=0,
-                next_attempt_at=None,
-                dispatched_at=now,
+                next_attempt_at=now,
                 finished_at=None,
                 lease_owner="",
                 lease_expires_at=None,
@@ -62,7 +61,8 @@ def requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
                 pk__in={event_id for _, event_id in candidates},
                 status__in=[EventStatus.HELD, EventStatus.BLOCKED],
             ).update(status=EventStatus.ACCEPTED)
-        dispatch.send(pks)
+            if pks:
+                wake.notify()
         moved.extend(pks)
         if progress:
             progress(start + len(chunk), len(ids))
@@ -162,7 +162,7 @@ def route_event(event: Event) -> list[int]:
     """Create executions for the routes that match an event now and have none yet.
 
     How an `unrouted` event runs once a route for its type exists. Returns the new
-    execution ids (already dispatched).
+    execution ids (claimable once this commits).
     """
     from events import retention
     from guardrails import policy
@@ -182,7 +182,7 @@ def route_event(event: Event) -> list[int]:
                 idempotency_key=Execution.new_idempotency_key(),
                 created_at=now,
                 updated_at=now,
-                dispatched_at=now,
+                next_attempt_at=now,
             )
             for route in Route.objects.matching(event.type)
             if route.pk not in have
@@ -195,7 +195,8 @@ def route_event(event: Event) -> list[int]:
         )
         if ids and event.status != EventStatus.ACCEPTED:
             Event.objects.filter(pk=event.pk).update(status=EventStatus.ACCEPTED, status_reason="")
-    dispatch.send(ids)
+        if ids:
+            wake.notify()
     return ids
 
 

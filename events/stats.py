@@ -2,7 +2,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
-from events.workers import live_workers
+from events.engine.heartbeat import live_workers
 
 
 def counts_by_status() -> dict:
@@ -18,15 +18,11 @@ def queue_wait(now=None) -> dict:
     """What waits for a worker now: `depth`, the executions a worker may claim (queued, or
     retrying and past their backoff), and `oldest_age_seconds`, how long the longest-waiting
     of them has waited (None when none): a queued one since it entered `queued`
-    (updated_at; the reaper's re-sent task messages do not touch it), a retrying one since
-    it became due. The dashboard, /metrics and `manage.py status` all show this.
+    (updated_at), a retrying one since it became due. The dashboard, /metrics and `manage.py status` all show this.
 
-    Only unfinished rows are read (the partial index on pending executions)."""
+    Only waiting rows are read (the partial index on claimable executions)."""
     now = now or timezone.now()
-    due = Execution.objects.filter(
-        status__in=[ExecutionStatus.QUEUED, ExecutionStatus.RETRYING]
-    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-    waiting = due.aggregate(
+    waiting = Execution.objects.due(now).aggregate(
         depth=Count("pk"),
         queued_since=Min("updated_at", filter=Q(status=ExecutionStatus.QUEUED)),
         due_since=Min("next_attempt_at", filter=Q(status=ExecutionStatus.RETRYING)),
@@ -50,12 +46,32 @@ def workers_summary() -> list[dict]:
             "id": w.worker_id,
             "hostname": w.hostname,
             "pid": w.pid,
-            "engine": w.engine,
+            "concurrency": w.concurrency,
+            "in_flight": w.in_flight,
+            "claims": w.claims,
             "started_at": w.started_at.isoformat(),
             "last_seen_at": w.last_seen_at.isoformat(),
             "executions_run": w.executions_run,
         }
         for w in live_workers()
+    ]
+
+
+def in_flight_by_route() -> list[dict]:
+    """Running executions per route over all workers, next to each route's max_in_flight:
+    which destinations are holding the worker slots now."""
+    from connectors.models import Route
+
+    running = dict(
+        Execution.objects.running()
+        .order_by()
+        .values_list("route_id")
+        .annotate(n=Count("pk"))
+    )
+    routes = Route.objects.filter(pk__in=running).order_by("name")
+    return [
+        {"route": r.name, "in_flight": running[r.pk], "max_in_flight": r.max_in_flight}
+        for r in routes
     ]
 
 
@@ -117,6 +133,7 @@ def report() -> dict:
         "queue_depth": waiting["depth"],
         "oldest_queued_seconds": waiting["oldest_age_seconds"],
         "workers": workers_summary(),
+        "in_flight_by_route": in_flight_by_route(),
         "circuits": circuits.summary(),
         "guardrail_decisions": decisions_by_reason(),
         "scoped_kill_switches": [

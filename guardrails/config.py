@@ -7,6 +7,8 @@ changed: one query per decision instead of one per table, and no stale rule afte
 change has committed.
 """
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 
 from django.db import models
@@ -14,6 +16,8 @@ from django.db.models.signals import post_delete, post_save
 
 from guardrails.models import (
     AllowedAction,
+    AllowedCallable,
+    AllowedHost,
     AllowedEventType,
     KillSwitch,
     PayloadSchema,
@@ -31,6 +35,8 @@ class Snapshot:
     schemas: dict  # source -> [(pattern, schema)]
     allowed_actions: frozenset  # {(connector, action)}
     rate_limited: frozenset  # {(scope, name)} that have a rate limit
+    allowed_hosts: tuple = ()  # outbound host patterns from the table (beside OUTBOUND_HOSTS)
+    allowed_callables: frozenset = frozenset()  # python connector paths from the table
 
 
 def _load(token: str) -> Snapshot:
@@ -54,6 +60,8 @@ def _load(token: str) -> Snapshot:
         schemas=schemas,
         allowed_actions=frozenset(AllowedAction.objects.values_list("connector", "action")),
         rate_limited=frozenset(RateLimit.objects.values_list("scope", "name")),
+        allowed_hosts=tuple(AllowedHost.objects.values_list("pattern", flat=True)),
+        allowed_callables=frozenset(AllowedCallable.objects.values_list("path", flat=True)),
     )
 
 
@@ -80,8 +88,27 @@ def snapshot(token: str) -> Snapshot:
     return _snapshots.get(token)
 
 
+# The settings a worker read when it started an execution, bound while its connector
+# runs on a pool thread: the connector's own guardrail checks (outbound hosts, callables)
+# then need no database connection of their own, and see what the claim saw.
+_bound: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
+    "guardrail_snapshot", default=None
+)
+
+
+@contextlib.contextmanager
+def bound(snap: Snapshot):
+    """Answer current() with `snap` inside the block (this thread or task only)."""
+    reset = _bound.set(snap)
+    try:
+        yield snap
+    finally:
+        _bound.reset(reset)
+
+
 def current() -> Snapshot:
-    return snapshot(RuntimeState.current().config_token)
+    """The settings bound by the worker for this action, or else as the database says now."""
+    return _bound.get() or snapshot(RuntimeState.current().config_token)
 
 
 def changed(**kwargs) -> None:
@@ -114,7 +141,15 @@ def watch(*models_to_watch) -> None:
         post_delete.connect(changed, sender=model, dispatch_uid=f"config.delete.{label}")
 
 
-WATCHED = (KillSwitch, AllowedEventType, PayloadSchema, AllowedAction, RateLimit)
+WATCHED = (
+    KillSwitch,
+    AllowedEventType,
+    PayloadSchema,
+    AllowedAction,
+    RateLimit,
+    AllowedHost,
+    AllowedCallable,
+)
 
 
 def connect() -> None:

@@ -15,8 +15,6 @@ from django.utils import timezone
 from automation_runtime.patterns import type_matches
 from guardrails import config, payloads
 from guardrails.models import (
-    AllowedCallable,
-    AllowedHost,
     Mode,
     RateLimit,
     RuntimeState,
@@ -95,15 +93,16 @@ def decide_ingest(*, source, event_type: str, payload=None, state=None) -> Decis
     return ALLOW
 
 
-def decide_execution(*, execution) -> Decision:
+def decide_execution(*, execution, state=None) -> Decision:
     """Whether the worker may call the connector for this execution now.
 
     Called inside the claim's transaction, right before the attempt starts. Reads the
-    state afresh from the database: kill switches (global, source, route, connector) hold;
-    a rate limit defers; a route over its hard hourly budget trips its own kill switch;
-    dry run (global or per route) allows with dry_run=True.
+    state afresh from the database (or takes `state`, read with RuntimeState.for_claim()
+    in that same transaction for a whole claimed batch): kill switches (global, source,
+    route, connector) hold; a rate limit defers; a route over its hard hourly budget trips
+    its own kill switch; dry run (global or per route) allows with dry_run=True.
     """
-    state = RuntimeState.for_claim()
+    state = state or RuntimeState.for_claim()
     snap = config.snapshot(state.config_token)
     route = execution.route
     source_name = execution.event.source.name
@@ -197,7 +196,7 @@ def outbound_host_decision(host: str) -> Decision:
     from django.conf import settings
 
     host = (host or "").lower().rstrip(".")
-    allowed = [*settings.OUTBOUND_HOSTS, *AllowedHost.objects.values_list("pattern", flat=True)]
+    allowed = [*settings.OUTBOUND_HOSTS, *config.current().allowed_hosts]
     if any(_host_matches(host, pattern) for pattern in allowed):
         return ALLOW
     return Decision(
@@ -235,7 +234,7 @@ def private_address_decision(host: str, address) -> Decision:
 def python_callable_decision(path: str) -> Decision:
     from django.conf import settings
 
-    if path in settings.PYTHON_CALLABLES or AllowedCallable.objects.filter(path=path).exists():
+    if path in settings.PYTHON_CALLABLES or path in config.current().allowed_callables:
         return ALLOW
     return Decision(
         Verdict.BLOCK, f"{path!r} is not on the allowlist of callables (PYTHON_CALLABLES)"

@@ -1,0 +1,411 @@
+"""Running claimed executions: start (guardrails, attempt rows), call, settle.
+
+- `start` runs in the claim's transaction, right after the claim: the guardrail policy
+  is asked for every execution with the runtime state read in that transaction
+  (RuntimeState.for_claim), so a kill switch committed before it holds the whole batch,
+  and the attempt rows commit with the claim. Only then are the calls handed to threads.
+- `call` runs on a pool thread and never touches the database for the built-in
+  connectors: everything it needs was loaded by `start`, and the guardrail settings it
+  consults (outbound hosts, callables) are the ones `start` read, bound to the thread.
+- `settle` records a batch of finished calls in one transaction: attempt rows, the
+  executions' next states (conditional on the lease still being ours), circuits.
+"""
+
+import datetime
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from automation_runtime.logcontext import log_context
+from connectors import circuits, registry, templating
+from connectors.base import Connector, ExecutionContext, PermanentError, RetryableError
+from events.engine import claims
+from events.models import Attempt, AttemptOutcome, Execution, ExecutionStatus
+from guardrails import config, policy
+from guardrails.models import RuntimeState
+
+logger = logging.getLogger("events.engine")
+
+MAX_ERROR_TEXT = 4000
+
+
+@dataclass
+class Job:
+    """A started execution: what a pool thread needs to call its connector."""
+
+    execution: Execution
+    attempt: Attempt
+    connector: Connector | None
+    target: str
+    dry_run: bool
+    snapshot: Any
+    context: ExecutionContext
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def log_fields(self) -> dict:
+        ex = self.execution
+        return {
+            "execution_id": ex.pk,
+            "worker": ex.lease_owner,
+            "event_id": ex.event.event_id,
+            "event_uuid": ex.event_id,
+            "source": ex.event.source.name,
+            "route": ex.route.name,
+            "attempt": self.attempt.number,
+        }
+
+
+@dataclass
+class Outcome:
+    """What one call did."""
+
+    job: Job
+    outcome: str
+    error_class: str = ""
+    error_text: str = ""
+    summary: dict = field(default_factory=dict)
+    retry_after: float | None = None
+    finished_at: datetime.datetime = field(default_factory=timezone.now)
+    duration_ms: int = 0
+
+
+@dataclass
+class Started:
+    """What `start` did with a claimed batch."""
+
+    jobs: list[Job] = field(default_factory=list)
+    # execution id -> status, for those not handed to a connector (held, blocked,
+    # cancelled, or "deferred" back to retrying without spending an attempt)
+    not_started: dict[int, str] = field(default_factory=dict)
+
+
+def _give_back(ids, owner: str, status: str, reason: str, *, until=None) -> None:
+    """Claimed but not attempted: leave running for `status` and return the attempt."""
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "status_reason": reason,
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "attempts": F("attempts") - 1,
+        "total_attempts": F("total_attempts") - 1,
+        "updated_at": now,
+    }
+    if until is not None:
+        fields["next_attempt_at"] = until
+    if status == ExecutionStatus.CANCELLED:
+        fields["finished_at"] = now
+    Execution.objects.filter(
+        pk__in=list(ids), status=ExecutionStatus.RUNNING, lease_owner=owner
+    ).update(**fields)
+
+
+def _connector_and_target(route) -> tuple[Connector | None, str]:
+    try:
+        connector = registry.get(route.connector)
+    except registry.UnknownConnector:
+        return None, ""
+    try:
+        return connector, connector.target(route.action, route.params)
+    except Exception:  # a target the connector cannot work out has no circuit
+        logger.debug("route %s: no circuit target", route.name, exc_info=True)
+        return connector, ""
+
+
+def start(execution_ids, *, owner: str, state) -> Started:
+    """Decide, for each claimed execution, whether its connector may be called now, and
+    create the attempt rows of those that may. Runs in the claim's transaction."""
+    result = Started()
+    executions = {
+        ex.pk: ex
+        for ex in Execution.objects.filter(pk__in=list(execution_ids)).select_related(
+            "event__source", "route"
+        )
+    }
+    ordered = [executions[i] for i in execution_ids if i in executions]
+    snap = config.snapshot(state.config_token)
+    prepared = [(ex, *_connector_and_target(ex.route)) for ex in ordered]
+    circuit_rows = circuits.not_closed((ex.route_id, target) for ex, _, target in prepared)
+    pending: list[Job] = []
+    given_back: dict[tuple, list[int]] = {}
+
+    def flush():
+        # Rate limits count attempt starts, so rows created so far must be visible first.
+        if pending:
+            Attempt.objects.bulk_create([job.attempt for job in pending])
+            result.jobs.extend(pending)
+            pending.clear()
+
+    for ex, connector, target in prepared:
+        if ex.event.payload is None:
+            # Its event was pruned (docs/retention.md) after a replay queued it.
+            reason = "its event was pruned; there is no payload to run it with"
+            given_back.setdefault((ExecutionStatus.CANCELLED, reason, None), []).append(ex.pk)
+            result.not_started[ex.pk] = ExecutionStatus.CANCELLED
+            continue
+        if snap.rate_limited:
+            flush()
+        decision = policy.decide_execution(execution=ex, state=state)
+        if decision.verdict is policy.Verdict.DEFER:
+            # A rate limit: wait for the window without spending an attempt.
+            key = (ExecutionStatus.RETRYING, decision.reason, decision.until)
+            given_back.setdefault(key, []).append(ex.pk)
+            result.not_started[ex.pk] = "deferred"
+            continue
+        if not decision.allowed:
+            status = (
+                ExecutionStatus.BLOCKED
+                if decision.verdict is policy.Verdict.BLOCK
+                else ExecutionStatus.HELD
+            )
+            given_back.setdefault((status, decision.reason, None), []).append(ex.pk)
+            result.not_started[ex.pk] = status
+            continue
+        gate = circuits.before_call(
+            ex.route, target, row=circuit_rows.get((ex.route_id, target)), known=True
+        )
+        if not gate.allowed:
+            key = (ExecutionStatus.RETRYING, gate.reason, gate.retry_at)
+            given_back.setdefault(key, []).append(ex.pk)
+            result.not_started[ex.pk] = "deferred"
+            continue
+        number = ex.total_attempts
+        attempt = Attempt(execution=ex, number=number, worker=owner, started_at=timezone.now())
+        context = ExecutionContext(
+            event_id=ex.event.event_id,
+            event_type=ex.event.type,
+            payload=ex.event.payload,
+            headers=ex.event.headers,
+            execution_id=ex.pk,
+            idempotency_key=ex.idempotency_key,
+            attempt=number,
+            deadline=ex.lease_expires_at,
+            received_at=ex.event.received_at.isoformat(),
+        )
+        pending.append(
+            Job(
+                execution=ex,
+                attempt=attempt,
+                connector=connector,
+                target=target,
+                dry_run=decision.dry_run,
+                snapshot=snap,
+                context=context,
+            )
+        )
+    flush()
+    for (status, reason, until), ids in given_back.items():
+        _give_back(ids, owner, status, reason, until=until)
+    return result
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_TEXT]
+
+
+def call(job: Job) -> Outcome:
+    """Call the connector for a started job and classify what happened. Never raises
+    for what the connector does; closes any database connection the connector opened."""
+    with log_context(**job.log_fields), config.bound(job.snapshot):
+        try:
+            return _call(job)
+        finally:
+            if connection.connection is not None:
+                connection.close()
+
+
+def _call(job: Job) -> Outcome:
+    route, context = job.execution.route, job.context
+    try:
+        if job.connector is None:
+            raise registry.UnknownConnector(f"Unknown connector {route.connector!r}.")
+        params = templating.render(route.params, context)
+        try:
+            job.connector.validate(route.action, params)
+        except ValueError as exc:
+            raise PermanentError(f"parameters after templating: {exc}") from None
+        if job.dry_run:
+            result = job.connector.dry_run(route.action, params, context)
+            return _outcome(job, AttemptOutcome.DRY_RUN, summary=result.summary or {})
+        result = job.connector.execute(route.action, params, context)
+        return _outcome(job, AttemptOutcome.SUCCEEDED, summary=result.summary or {})
+    except RetryableError as exc:
+        return _outcome(
+            job,
+            AttemptOutcome.RETRYABLE_ERROR,
+            error_class=type(exc).__name__,
+            error_text=_error_text(exc),
+            summary=exc.summary,
+            retry_after=exc.retry_after,
+        )
+    except (PermanentError, registry.UnknownConnector) as exc:
+        return _outcome(
+            job,
+            AttemptOutcome.PERMANENT_ERROR,
+            error_class=type(exc).__name__,
+            error_text=_error_text(exc),
+            summary=getattr(exc, "summary", {}),
+        )
+    except Exception as exc:
+        # A bug in the connector or a failure it did not classify: record the traceback
+        # and treat it as permanent.
+        logger.exception("execution %s: connector raised", job.execution.pk)
+        return _outcome(
+            job,
+            AttemptOutcome.PERMANENT_ERROR,
+            error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            error_text=traceback.format_exc()[-MAX_ERROR_TEXT:],
+        )
+
+
+def _outcome(job: Job, outcome: str, **fields) -> Outcome:
+    return Outcome(
+        job=job,
+        outcome=outcome,
+        duration_ms=int((time.monotonic() - job.started) * 1000),
+        **fields,
+    )
+
+
+def _record_attempts(outcomes: list[Outcome]) -> None:
+    rows = []
+    for o in outcomes:
+        a = o.job.attempt
+        a.finished_at = o.finished_at
+        a.outcome = o.outcome
+        a.error_class = o.error_class[:255]
+        a.error_message = o.error_text[:MAX_ERROR_TEXT]
+        a.response_summary = o.summary or {}
+        a.duration_ms = o.duration_ms
+        rows.append(a)
+    Attempt.objects.bulk_update(
+        rows,
+        ["finished_at", "outcome", "error_class", "error_message", "response_summary", "duration_ms"],
+        batch_size=100,
+    )
+
+
+def next_state(o: Outcome) -> tuple[str, dict]:
+    """The execution's next status and fields after this outcome."""
+    ex, route = o.job.execution, o.job.execution.route
+    if o.outcome == AttemptOutcome.SUCCEEDED:
+        return ExecutionStatus.SUCCEEDED, {"last_error": ""}
+    if o.outcome == AttemptOutcome.DRY_RUN:
+        return ExecutionStatus.DRY_RUN, {
+            "last_error": "",
+            "status_reason": "dry run: nothing was done",
+        }
+    if o.outcome == AttemptOutcome.RETRYABLE_ERROR and ex.attempts < route.max_attempts:
+        delay = route.retry_delay(ex.attempts)
+        if o.retry_after is not None:
+            delay = max(delay, min(float(o.retry_after), route.backoff_cap_seconds))
+        when = timezone.now() + datetime.timedelta(seconds=delay)
+        return ExecutionStatus.RETRYING, {"last_error": o.error_text, "next_attempt_at": when}
+    fields = {"last_error": o.error_text}
+    if o.outcome == AttemptOutcome.RETRYABLE_ERROR:
+        fields["status_reason"] = f"gave up after {ex.attempts} attempts"
+    return ExecutionStatus.FAILED, fields
+
+
+def settle(outcomes: list[Outcome], *, owner: str) -> dict[int, str]:
+    """Record finished calls: attempts, next states, circuits. Run in a transaction.
+
+    Returns execution id -> new status, or `lease_lost` where the lease was no longer
+    ours (the reaper gave the execution away; the attempt is still recorded)."""
+    if not outcomes:
+        return {}
+    _record_attempts(outcomes)
+    now = timezone.now()
+    ids = [o.job.execution.pk for o in outcomes]
+    # Lock what is still ours, then move it: the reaper cannot take a row in between.
+    mine = set(
+        Execution.objects.select_for_update()
+        .filter(pk__in=ids, status=ExecutionStatus.RUNNING, lease_owner=owner)
+        .values_list("pk", flat=True)
+    )
+    statuses: dict[int, str] = {}
+    same: dict[tuple, list[int]] = {}
+    for o in outcomes:
+        pk = o.job.execution.pk
+        if pk not in mine:
+            logger.warning(
+                "execution %s: lease lost before the result was saved; the attempt is recorded",
+                pk,
+            )
+            statuses[pk] = "lease_lost"
+            continue
+        status, fields = next_state(o)
+        statuses[pk] = status
+        fields.update(status=status, lease_owner="", lease_expires_at=None, updated_at=now)
+        if status in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED):
+            fields["finished_at"] = now
+        if status == ExecutionStatus.RETRYING:
+            Execution.objects.filter(pk=pk).update(**fields)  # its own next_attempt_at
+        else:
+            key = tuple(sorted(fields.items(), key=lambda kv: kv[0]))
+            same.setdefault(key, []).append(pk)
+    for key, pks in same.items():
+        Execution.objects.filter(pk__in=pks).update(**dict(key))
+    circuits.record_successes(
+        (o.job.execution.route_id, o.job.target)
+        for o in outcomes
+        if o.outcome == AttemptOutcome.SUCCEEDED
+    )
+    for o in outcomes:
+        if o.outcome == AttemptOutcome.RETRYABLE_ERROR:
+            circuits.record_failure(o.job.execution.route_id, o.job.target, o.error_text)
+    return statuses
+
+
+def abandon(jobs: list[Job], *, owner: str, why: str) -> int:
+    """Give executions whose calls are still going back to the queue (a second SIGTERM,
+    or the grace period over). Their attempts are recorded as abandoned: the call may or
+    may not have had its effect. Run in a transaction. Returns how many went back."""
+    if not jobs:
+        return 0
+    now = timezone.now()
+    for job in jobs:
+        a = job.attempt
+        a.finished_at = now
+        a.outcome = AttemptOutcome.ABANDONED
+        a.error_class = "WorkerStopped"
+        a.error_message = why
+        a.duration_ms = int((time.monotonic() - job.started) * 1000)
+    Attempt.objects.bulk_update(
+        [job.attempt for job in jobs],
+        ["finished_at", "outcome", "error_class", "error_message", "duration_ms"],
+    )
+    return Execution.objects.filter(
+        pk__in=[job.execution.pk for job in jobs],
+        status=ExecutionStatus.RUNNING,
+        lease_owner=owner,
+    ).update(
+        status=ExecutionStatus.QUEUED,
+        lease_owner="",
+        lease_expires_at=None,
+        next_attempt_at=now,
+        last_error=f"abandoned: {why}",
+        updated_at=now,
+    )
+
+
+def run(execution_id: int, *, owner: str = "inline") -> str:
+    """Claim, start, call and settle one execution in this thread, the way a worker does
+    a whole batch. Returns its status afterwards, `deferred`, or `skipped` if it was not
+    claimable (another worker has it, it is not due, or it is finished)."""
+    with transaction.atomic():
+        if not claims.claim_one(execution_id, owner=owner):
+            return "skipped"
+        started = start([execution_id], owner=owner, state=RuntimeState.for_claim())
+    if not started.jobs:
+        return started.not_started[execution_id]
+    outcome = call(started.jobs[0])
+    with transaction.atomic():
+        return settle([outcome], owner=owner)[execution_id]

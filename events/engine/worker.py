@@ -1,0 +1,338 @@
+"""The worker loop of one `manage.py runworker` process.
+
+Threads and database connections (at most four, whatever the concurrency):
+- the main thread claims, starts and settles executions and renews leases, all in one
+  transaction per turn of the loop (connection 1): on SQLite the write lock is taken once
+  for a whole batch of results and new claims, not once per action;
+- `concurrency` action threads call connectors and touch no database (the built-in
+  connectors need none; a connection a custom connector opens is closed after its call);
+- the keeper writes the heartbeat and runs the reaper (connection 2);
+- the side thread runs bulk operations (connection 3);
+- on PostgreSQL the listener waits for NOTIFY (connection 4).
+
+Stopping: the first SIGTERM (or Ctrl-C) stops claiming and lets the actions in flight
+finish, up to WORKER_GRACE_SECONDS; a second one, or the end of the grace period,
+abandons those still running: their attempts are recorded as `abandoned` and their
+executions go back to the queue for another worker.
+"""
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from events.engine import claims, heartbeat, leases, runner, wake
+from guardrails.models import RuntimeState
+
+logger = logging.getLogger("events.engine")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:64]
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        poll_interval: float = 0.05,
+        grace_seconds: float | None = None,
+        side_jobs=(),
+        worker_id: str | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.id = worker_id or new_worker_id()
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.grace_seconds = (
+            settings.WORKER_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        )
+        self.side_jobs = list(side_jobs)
+        self.nudge = threading.Event()
+        self.notified = False
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.in_flight: dict[int, runner.Job] = {}
+        self.unsettled: list[runner.Outcome] = []
+        self.claims = 0
+        self.executions_run = 0
+        self.stopping = False
+        self.abandon_now = False
+        self.grace_deadline = float("inf")
+        self.left_behind = True
+        self.next_poll = 0.0
+        self.next_renewal = 0.0
+        self._threads: list[threading.Thread] = []
+        self._db_errors = 0
+
+    # -- signals --------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_notify(self):
+        self.notified = True
+        self.nudge.set()
+
+    def _on_signal(self, signum, frame):
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """First call: stop claiming, finish what is in flight. Second: abandon it."""
+        if self.stopping:
+            self.abandon_now = True
+        else:
+            self.stopping = True
+            self.grace_deadline = time.monotonic() + self.grace_seconds
+            logger.info(
+                "worker %s stopping: %d action(s) in flight, %.0f s to finish",
+                self.id,
+                len(self.in_flight),
+                self.grace_seconds,
+            )
+        self.nudge.set()
+
+    # -- threads --------------------------------------------------------------------------
+    def _action_thread(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            outcome = runner.call(job)
+            self.done.put(outcome)
+            self.nudge.set()
+
+    def _keeper(self, stopped: threading.Event):
+        passes = 0
+        while True:
+            try:
+                close_old_connections()
+                heartbeat.beat(
+                    self.id,
+                    concurrency=self.concurrency,
+                    in_flight=len(self.in_flight),
+                    claims=self.claims,
+                    run=self.executions_run,
+                )
+                done = leases.reap()
+                if any(done.values()):
+                    logger.info("reaper: %s", done)
+                if passes % 60 == 0:
+                    heartbeat.prune_stale()
+                passes += 1
+            except DatabaseError as exc:
+                logger.warning("housekeeping skipped: database unavailable (%s)", exc)
+                _close_quietly()
+            except Exception:
+                logger.exception("housekeeping failed")
+            if stopped.wait(settings.REAPER_INTERVAL_SECONDS):
+                break
+        _close_quietly()
+
+    def _side(self, stopped: threading.Event):
+        while not stopped.is_set():
+            for job in self.side_jobs:
+                try:
+                    close_old_connections()
+                    while job() and not stopped.is_set():
+                        pass
+                except DatabaseError as exc:
+                    logger.warning("side job skipped: database unavailable (%s)", exc)
+                    _close_quietly()
+                except Exception:
+                    logger.exception("side job %s failed", getattr(job, "__name__", job))
+            stopped.wait(1.0)
+        _close_quietly()
+
+    def _start_threads(self, *, housekeeping: bool):
+        for n in range(self.concurrency):
+            t = threading.Thread(target=self._action_thread, name=f"action-{n}", daemon=True)
+            t.start()
+        self._stopped = threading.Event()
+        self._listener = None
+        if housekeeping:
+            for name, target in (("keeper", self._keeper), ("side", self._side)):
+                t = threading.Thread(target=target, args=(self._stopped,), name=name, daemon=True)
+                t.start()
+                self._threads.append(t)
+        if connection.vendor == "postgresql":
+            self._listener = wake.Listener(self._on_notify)
+            self._listener.start()
+
+    def _stop_threads(self):
+        for _ in range(self.concurrency):
+            self.jobs.put(None)
+        self._stopped.set()
+        if self._listener is not None:
+            self._listener.stop()
+        for t in self._threads:
+            t.join(timeout=15)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, *, until_idle: bool = False, housekeeping: bool = True) -> None:
+        """Work until stopped (or, with until_idle, until nothing is due or in flight)."""
+        self._start_threads(housekeeping=housekeeping)
+        logger.info("worker %s started: concurrency %d", self.id, self.concurrency)
+        try:
+            while True:
+                if self.abandon_now or (self.stopping and time.monotonic() > self.grace_deadline):
+                    self._abandon()
+                    return
+                if self.stopping and not self.in_flight:
+                    return
+                self._gather()
+                claimed_any = self._turn()
+                if until_idle and not self.in_flight and not claimed_any and not self._due():
+                    return
+                self._wait()
+        finally:
+            self._stop_threads()
+            try:
+                heartbeat.gone(self.id)
+            except DatabaseError:
+                logger.warning("could not remove the heartbeat of %s", self.id)
+            logger.info("worker %s stopped", self.id)
+
+    def _gather(self):
+        while True:
+            try:
+                self.unsettled.append(self.done.get_nowait())
+            except queue.Empty:
+                return
+
+    def _due(self) -> bool:
+        try:
+            return claims.due_exists()
+        except DatabaseError:
+            return True
+
+    def _should_claim(self, now: float) -> bool:
+        if self.stopping or self.concurrency - len(self.in_flight) + len(self.unsettled) <= 0:
+            return False
+        if self.notified or self.left_behind:
+            return True
+        if now >= self.next_poll:
+            self.next_poll = now + self.poll_interval
+            try:
+                return claims.due_exists()
+            except DatabaseError as exc:
+                self._database_down(exc)
+        return False
+
+    def _turn(self) -> bool:
+        """One transaction: settle what finished, renew leases if due, claim and start.
+        Returns whether anything was claimed."""
+        now = time.monotonic()
+        claim = self._should_claim(now)
+        renew = bool(self.in_flight) and now >= self.next_renewal
+        if not (self.unsettled or claim or renew):
+            return False
+        self.notified = False
+        settling = list(self.unsettled)
+        slots = self.concurrency - len(self.in_flight) + len(settling)
+        started = None
+        claimed = claims.Claimed()
+        try:
+            with transaction.atomic():
+                runner.settle(settling, owner=self.id)
+                if renew:
+                    for pk in leases.renew(self.id, list(self.in_flight)):
+                        logger.warning("execution %s: lease lost while running", pk)
+                if claim:
+                    local = Counter(
+                        job.execution.route_id
+                        for pk, job in self.in_flight.items()
+                        if pk not in {o.job.execution.pk for o in settling}
+                    )
+                    claimed = claims.claim_batch(
+                        owner=self.id, slots=slots, concurrency=self.concurrency, local=local
+                    )
+                    if claimed.ids:
+                        started = runner.start(
+                            claimed.ids, owner=self.id, state=RuntimeState.for_claim()
+                        )
+        except DatabaseError as exc:
+            self._database_down(exc)
+            return False
+        self._db_errors = 0
+        for o in settling:
+            self.in_flight.pop(o.job.execution.pk, None)
+        self.executions_run += len(settling)
+        del self.unsettled[: len(settling)]
+        if renew:
+            self.next_renewal = now + settings.EXECUTION_LEASE_SECONDS / 3
+        if claim:
+            self.left_behind = claimed.left_behind
+            self.claims += len(claimed.ids)
+        if started:
+            for job in started.jobs:
+                self.in_flight[job.execution.pk] = job
+                self.jobs.put(job)
+        return bool(claimed.ids)
+
+    def _wait(self):
+        if not self.done.empty() or self.abandon_now:
+            return
+        if self.stopping:
+            timeout = max(0.0, min(1.0, self.grace_deadline - time.monotonic()))
+        elif self.concurrency - len(self.in_flight) > 0:
+            timeout = max(0.0, self.next_poll - time.monotonic())
+        else:
+            timeout = 1.0
+        if self.in_flight:
+            timeout = min(timeout, max(0.0, self.next_renewal - time.monotonic()))
+        self.nudge.wait(timeout)
+        self.nudge.clear()
+
+    def _database_down(self, exc):
+        self._db_errors += 1
+        delay = min(0.5 * 2 ** min(self._db_errors - 1, 5), 10.0)
+        logger.warning(
+            "worker: database unavailable (%s: %s); trying again in %.1f s",
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            delay,
+        )
+        _close_quietly()
+        self.nudge.wait(delay)
+        self.nudge.clear()
+
+    def _abandon(self):
+        self._gather()
+        running = [
+            job
+            for pk, job in self.in_flight.items()
+            if pk not in {o.job.execution.pk for o in self.unsettled}
+        ]
+        why = "the worker stopped mid-action"
+        for _ in range(5):
+            try:
+                with transaction.atomic():
+                    runner.settle(self.unsettled, owner=self.id)
+                    n = runner.abandon(running, owner=self.id, why=why)
+                    if n:
+                        wake.notify()
+                logger.warning("worker %s: abandoned %d action(s) in flight", self.id, n)
+                return
+            except DatabaseError as exc:
+                logger.warning("worker: could not give executions back (%s)", exc)
+                _close_quietly()
+                time.sleep(1)
+        logger.error("worker %s: gave up giving back %d execution(s); the reaper will", self.id, len(running))
+
+
+def _close_quietly():
+    try:
+        connection.close()
+    except Exception:  # already broken: nothing to release
+        logger.debug("closing a broken connection failed", exc_info=True)
