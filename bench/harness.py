@@ -92,7 +92,6 @@ class Runtime:
             "SECRET_KEY": "bench-secret-key-not-for-production",
             "DEBUG": "0",
             "AUTOMATION_DEMO": "1",
-            "TASKS_ENGINE": "db",
             "PORT": str(self.port),
             "BIND": f"{HOST}:{self.port}",
             "PYTHONUNBUFFERED": "1",
@@ -236,8 +235,11 @@ class Runtime:
             time.sleep(0.1)
         raise TimeoutError(f"gunicorn not ready in {timeout} s:\n{self.log('gunicorn')}")
 
-    def start_worker(self, name: str, interval: float = 0.1):
-        self._spawn(name, [PY, "manage.py", "runworker", "--interval", str(interval)])
+    def start_worker(self, name: str, interval: float = 0.05, concurrency: int | None = None):
+        argv = [PY, "manage.py", "runworker", "--interval", str(interval)]
+        if concurrency is not None:
+            argv += ["--concurrency", str(concurrency)]
+        self._spawn(name, argv)
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
