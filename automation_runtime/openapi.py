@@ -375,13 +375,22 @@ class WorkerSerializer(serializers.Serializer):
     id = serializers.CharField()
     hostname = serializers.CharField()
     pid = serializers.IntegerField()
-    engine = serializers.CharField()
+    concurrency = serializers.IntegerField(help_text="Actions it runs at once.")
+    in_flight = serializers.IntegerField(help_text="Actions it was running at its last heartbeat.")
+    claims = serializers.IntegerField(help_text="Executions it has claimed since it started.")
     started_at = serializers.DateTimeField()
     last_seen_at = serializers.DateTimeField()
     executions_run = serializers.IntegerField()
 
 
+class RouteInFlightSerializer(serializers.Serializer):
+    route = serializers.CharField()
+    in_flight = serializers.IntegerField(help_text="Its executions running now, on all workers.")
+    max_in_flight = serializers.IntegerField()
+
+
 class CircuitSerializer(serializers.Serializer):
+    route = serializers.CharField()
     connector = serializers.CharField()
     target = serializers.CharField()
     state = serializers.CharField()
@@ -424,6 +433,9 @@ class StatusReportSerializer(serializers.Serializer):
         help_text="How long the longest-waiting of those has waited; null when none.",
     )
     workers = WorkerSerializer(many=True, help_text="Live workers, newest heartbeat first.")
+    in_flight_by_route = RouteInFlightSerializer(
+        many=True, help_text="Routes with executions running now, by name."
+    )
     circuits = CircuitSerializer(many=True, help_text="Circuit breakers that are not closed.")
     guardrail_decisions = GuardrailDecisionSerializer(
         many=True, help_text="Standing guardrail decisions, counted by reason."

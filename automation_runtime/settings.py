@@ -290,7 +290,9 @@ CONNECTORS = envlist("CONNECTORS", [])
 # Actions one `runworker` process runs at once (runworker --concurrency overrides it).
 WORKER_CONCURRENCY = envint("WORKER_CONCURRENCY", 32, minimum=1)
 if WORKER_CONCURRENCY > 1000:
-    raise ImproperlyConfigured(f"WORKER_CONCURRENCY must be at most 1000; got {WORKER_CONCURRENCY}")
+    raise ImproperlyConfigured(
+        f"WORKER_CONCURRENCY must be at most 1000; got {WORKER_CONCURRENCY}"
+    )
 # After SIGTERM a worker claims nothing more and lets the actions in flight finish for this
 # long; then (or at a second SIGTERM) it gives the rest back to the queue.
 WORKER_GRACE_SECONDS = envint("WORKER_GRACE_SECONDS", 30, minimum=0)

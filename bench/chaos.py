@@ -3,13 +3,16 @@
 Run from the project root:  .venv/bin/python bench/chaos.py [--scenario all] [--db both] [--quick]
 
 Each scenario starts its own runtime (bench/harness.py: a fresh SQLite file or PostgreSQL
-database, gunicorn and `runworker` processes on 127.0.0.1) and an idempotent sink
-(bench/sinks.py) that the route's `http` connector calls with the execution's
-Idempotency-Key. It floods the runtime with events, breaks something, and ASSERTS:
+database, gunicorn and `runworker --concurrency 32` processes on 127.0.0.1) and an
+idempotent sink (bench/sinks.py) that the routes' `http` connector calls with the
+execution's Idempotency-Key. It floods the runtime with events, breaks something, and
+ASSERTS:
 
-1. worker-kills: the 2 workers are SIGKILLed every 1-3 s (aimed at one holding a running
-   execution) and restarted at once during the flood; every acknowledged event succeeds
-   and has exactly one side effect at the sink, which absorbs the repeated deliveries.
+1. worker-kills: a worker is SIGKILLed while it holds 32 running executions (its lease
+   owner's rows), 1-3 s after the previous kill, and started again at once, during a flood;
+   the 32 come back after their lease (attempt `lost`, reaped within a reaper interval of
+   its end) and succeed; every acknowledged event succeeds with exactly one side effect at
+   the sink, which absorbs the repeated deliveries, each of which follows a lost attempt.
 2. gunicorn-kills: a gunicorn worker, then the master, are SIGKILLed mid-flood; every
    acknowledged event is stored with its execution (no partial rows), gunicorn restarts
    and serves, and senders' retries are answered `accepted` or `duplicate`.
@@ -17,10 +20,14 @@ Idempotency-Key. It floods the runtime with events, breaks something, and ASSERT
    (`pg_ctl -m immediate`) and started again mid-flood; requests meanwhile get 503 with the
    JSON error, never 500 or a hang; the same gunicorn and workers recover on their own;
    nothing acknowledged is lost.
-4. sink-outage: the sink answers 500 for 30 s; every retry waits its backoff (full jitter,
+4. db-restart (PostgreSQL only, on a private throwaway cluster; SQLite has no server to
+   restart): the database is stopped while each worker has 32 actions in flight and
+   started again; the same worker processes settle those 32 themselves (no lease lost, no
+   action run twice) and go on claiming; everything succeeds once.
+5. sink-outage: the sink answers 500 for 30 s; every retry waits its backoff (full jitter,
    within the ceiling, never early), the circuit opens (database and /metrics), sheds the
    load and closes, and every execution succeeds soon after it closed.
-5. duplicate-storm: 10,000 requests over 1,000 event ids at concurrency 64, a new
+6. duplicate-storm: 10,000 requests over 1,000 event ids at concurrency 64, a new
    connection each; only 202 `accepted` (exactly one per id) and 200 `duplicate`; exactly
    1,000 events, executions and side effects.
 
@@ -48,6 +55,7 @@ import tempfile
 import threading
 import time
 import traceback
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,43 +68,67 @@ from sinks import IdempotentSink
 PG_ADMIN_URL = os.environ.get(
     "CHAOS_PG_URL", os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 )
-EVENT_TYPE = "chaos.effect"  # routed to the sink only (no demo route matches it)
-ROUTE = "chaos-sink"
-RUN_EXECUTION = "events.tasks.run_execution"
+# The chaos routes, one per event type (no demo route matches these types). A worker never
+# gives all its slots to one route (events/engine/claims.py keeps concurrency // 16 of them,
+# at least 1, for the others: 30 of 32), so the scenarios that fill a worker's 32 slots
+# send their events over two routes, "lanes", each with room for all of them.
+ROUTES = (("chaos-sink", "chaos.effect"), ("chaos-sink-2", "chaos.effect-2"))
+ROUTE, EVENT_TYPE = ROUTES[0]
+TYPES_LIKE = "chaos.%"  # the events of every lane
+MAX_IN_FLIGHT = 100  # each chaos route's, over all workers (the default, 16, would cap it)
 TERMINAL = {"succeeded", "failed", "cancelled", "held", "blocked", "dry_run"}
-ALL = ("worker-kills", "gunicorn-kills", "pg-restart", "sink-outage", "duplicate-storm")
+ALL = (
+    "worker-kills",
+    "gunicorn-kills",
+    "pg-restart",
+    "db-restart",
+    "sink-outage",
+    "duplicate-storm",
+)
+POSTGRES_ONLY = {
+    "pg-restart": "it restarts a PostgreSQL server",
+    "db-restart": "SQLite is a file in the workers' own processes: there is no database "
+    "server to restart",
+}
 DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 # Recovery is fast here so a scenario is short; the defaults are 60 s and 5 s.
+LEASE_SECONDS, REAPER_SECONDS = 5, 1
 ENGINE_ENV = {
-    "EXECUTION_LEASE_SECONDS": "5",
-    "REAPER_INTERVAL_SECONDS": "1",
+    "EXECUTION_LEASE_SECONDS": str(LEASE_SECONDS),
+    "REAPER_INTERVAL_SECONDS": str(REAPER_SECONDS),
     "WORKER_STALE_SECONDS": "10",
+    "WORKER_GRACE_SECONDS": "10",
     "OUTBOUND_HOSTS": HOST,
     "OUTBOUND_ALLOW_PRIVATE": HOST,
     "METRICS_CACHE_SECONDS": "0",
-    "TASK_RESULT_RETENTION_SECONDS": "86400",  # keep the task rows: sink-outage reads them
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    events: int  # events sent in worker-kills, gunicorn-kills and pg-restart
-    worker_kills: int  # SIGKILLs of a worker, 1-3 s apart
+    events: int  # events sent in gunicorn-kills and pg-restart
+    kill_events: int  # events sent in worker-kills: enough to keep every slot busy
+    worker_kills: int  # SIGKILLs of a worker holding `concurrency` running executions
+    restart_events: int  # events queued in db-restart
     outage_events: int  # events sent into the sink outage
     outage_seconds: float
     storm_requests: int
     storm_ids: int
     storm_concurrency: int
+    concurrency: int = 32  # runworker --concurrency, for every worker
+    action_seconds: float = 1.0  # the sink's answer time where the slots must stay full
+    kill_pause: tuple[float, float] = (1, 3)  # s between worker kills, drawn uniformly
     db_down_seconds: float = 8
     paced_seconds: float = 25  # gunicorn-kills and pg-restart spread their events over this
     client_threads: int = 8
-    redispatch_after: int = 15  # REDISPATCH_AFTER_SECONDS: a lost task message is re-sent
 
 
 FULL = Sizes(
     events=5000,
+    kill_events=5000,
     worker_kills=20,
+    restart_events=2000,
     outage_events=200,
     outage_seconds=30,
     storm_requests=10_000,
@@ -105,7 +137,10 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     events=400,
+    kill_events=500,
     worker_kills=3,
+    kill_pause=(0.5, 1.5),
+    restart_events=300,
     outage_events=40,
     outage_seconds=20,
     storm_requests=2000,
@@ -113,7 +148,6 @@ QUICK = Sizes(
     storm_concurrency=32,
     db_down_seconds=5,
     paced_seconds=10,
-    redispatch_after=5,
 )
 
 
@@ -183,9 +217,15 @@ class Budget:
 
 
 # -- senders -------------------------------------------------------------------------
-def event_body(event_id: str) -> bytes:
+def event_type(event_id: str, lanes: int = 1) -> str:
+    """The type (so the route) of an event: spread over the first `lanes` routes by id."""
+    return ROUTES[zlib.crc32(event_id.encode()) % lanes][1]
+
+
+def event_body(event_id: str, lanes: int = 1) -> bytes:
     """The same bytes for the same id, so a resend is a duplicate and never a conflict."""
-    return json.dumps({"event_id": event_id, "type": EVENT_TYPE, "data": {"n": event_id}}).encode()
+    body = {"event_id": event_id, "type": event_type(event_id, lanes), "data": {"n": event_id}}
+    return json.dumps(body).encode()
 
 
 @dataclasses.dataclass
@@ -201,7 +241,7 @@ class Reply:
         return isinstance(self.status, int) and 200 <= self.status < 300
 
 
-def post(port: int, event_id: str, timeout: float) -> Reply:
+def post(port: int, event_id: str, timeout: float, lanes: int = 1) -> Reply:
     """POST one event to /webhook on a new connection."""
     started = time.monotonic()
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
@@ -209,7 +249,7 @@ def post(port: int, event_id: str, timeout: float) -> Reply:
         conn.request(
             "POST",
             "/webhook",
-            body=event_body(event_id),
+            body=event_body(event_id, lanes),
             headers={"Content-Type": "application/json", "X-API-Key": API_KEY},
         )
         response = conn.getresponse()
@@ -229,7 +269,8 @@ class Flood:
     """Client threads POST `deliveries` (event ids, repeats allowed), each request on a new
     connection, until all are sent or `seconds` pass, starting at most `rate` a second.
     With `resend`, a delivery that got no answer or a 5xx is sent again after `pause`, as a
-    sender would, until it is acknowledged; a 4xx is never resent. Every reply is kept."""
+    sender would, until it is acknowledged; a 4xx is never resent. Every reply is kept.
+    The events go to the first `lanes` chaos routes (event_type)."""
 
     def __init__(
         self,
@@ -242,8 +283,10 @@ class Flood:
         pause: float = 0.2,
         timeout: float = 15,
         rate: float | None = None,
+        lanes: int = 1,
     ):
         self.port = port
+        self.lanes = lanes
         self.rate = rate  # deliveries started per second, at most (None: as fast as it goes)
         self.deliveries = deliveries
         self.threads = threads
@@ -301,7 +344,7 @@ class Flood:
             if event_id is None:
                 return
             while not self._stop.is_set() and time.monotonic() < self.deadline:
-                reply = post(self.port, event_id, self.timeout)
+                reply = post(self.port, event_id, self.timeout, self.lanes)
                 with self._lock:
                     self.replies.append(reply)
                     if reply.acked:
@@ -325,32 +368,46 @@ def fmt_counts(counts) -> str:
 
 
 # -- the runtime ---------------------------------------------------------------------
+def idempotent_sink(latency: float = 0.0) -> IdempotentSink:
+    """The sink, with room for every worker's calls at once. (bench/sinks.py sets
+    request_queue_size after its server is already listening, so the backlog stays
+    socketserver's 5, and 64 callers at once get connection resets: listen again.)"""
+    sink = IdempotentSink(latency=latency)
+    sink.server.socket.listen(max(256, sink.server.request_queue_size))
+    return sink
+
+
 def runtime(kind: str, pg_url: str, **env) -> Runtime:
     return Runtime(kind, pg_admin_url=pg_url, env={**ENGINE_ENV, **env})
 
 
-def add_route(rt: Runtime, sink: IdempotentSink, **fields):
-    """The one route for EVENT_TYPE: `http` POST to the sink, checked as the admin would."""
+def add_routes(rt: Runtime, sink: IdempotentSink, lanes: int = 1, **fields):
+    """The chaos routes of the first `lanes` event types: `http` POST to the sink, with room
+    for every worker's slots (max_in_flight), checked as the admin would."""
     params = {"url": sink.url, "body": {"event_id": "{{ event.event_id }}"}}
-    code = (
-        "from connectors.models import Route\n"
-        f"route = Route(name={ROUTE!r}, event_type={EVENT_TYPE!r}, connector='http', "
-        f"action='post', params={params!r}, "
-        + ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        + ")\nroute.full_clean()\nroute.save()\n"
-    )
+    fields = {"max_in_flight": MAX_IN_FLIGHT, **fields}
+    code = "from connectors.models import Route\n"
+    for name, type_ in ROUTES[:lanes]:
+        code += (
+            f"route = Route(name={name!r}, event_type={type_!r}, connector='http', "
+            f"action='post', params={params!r}, "
+            + ", ".join(f"{k}={v!r}" for k, v in fields.items())
+            + ")\nroute.full_clean()\nroute.save()\n"
+        )
     rt.manage("shell", "-c", code)
 
 
 WORKERS = ("worker-0", "worker-1")
 
 
-def start_workers(rt: Runtime, names=WORKERS):
+def start_workers(rt: Runtime, sizes: Sizes, names=WORKERS):
     for name in names:
-        rt.start_worker(name)
+        rt.start_worker(name, concurrency=sizes.concurrency)
 
 
-def supervise(rt: Runtime, outcome: Outcome, names=WORKERS, why: str = "", restart=True):
+def supervise(
+    rt: Runtime, outcome: Outcome, sizes: Sizes, names=WORKERS, why: str = "", restart=True
+):
     """A worker that exited on its own is a violation. Restart it, as a supervisor would,
     so the rest of the scenario can still be checked (`restart=False`: later)."""
     for name in names:
@@ -363,16 +420,16 @@ def supervise(rt: Runtime, outcome: Outcome, names=WORKERS, why: str = "", resta
                 f"{proc.returncode}. Its last traceback:\n{last_traceback(rt, name)}",
             )
             if restart:
-                rt.start_worker(name)
+                rt.start_worker(name, concurrency=sizes.concurrency)
     if restart:
         for name in names:
             if name not in rt.procs:
-                rt.start_worker(name)
+                rt.start_worker(name, concurrency=sizes.concurrency)
 
 
 def last_traceback(rt: Runtime, name: str) -> str:
-    """The last traceback in a process's log: our frames, the task queue's, the last frame
-    and the error (the whole log stays in the logs kept for a failed scenario)."""
+    """The last traceback in a process's log: our frames, the last frame and the error
+    (the whole log stays in the logs kept for a failed scenario)."""
     path = rt.tmp / f"{name}.log"
     text = path.read_text(errors="replace") if path.exists() else ""
     start = text.rfind("Traceback (most recent call last):")
@@ -380,11 +437,7 @@ def last_traceback(rt: Runtime, name: str) -> str:
         return tail(text, 10)
     lines = text[start:].splitlines()
     frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
-    keep = [
-        i
-        for i in frames
-        if ".venv" not in lines[i] or "django_tasks" in lines[i] or i == frames[-1]
-    ]
+    keep = [i for i in frames if ".venv" not in lines[i] or i == frames[-1]]
     picked = [lines[0]]
     for i in keep:
         picked += [lines[i], lines[i + 1]] if i + 1 < len(lines) else [lines[i]]
@@ -398,7 +451,8 @@ def tail(text: str, lines: int = 25) -> str:
 
 @contextlib.contextmanager
 def evidence(rt: Runtime, outcome: Outcome):
-    """Keep the processes' logs of a scenario that failed (the harness removes its folder)."""
+    """Keep the processes' logs of a scenario that failed, or of every scenario with
+    CHAOS_KEEP_LOGS=1 (the harness removes its folder)."""
     failed = False
     try:
         yield
@@ -406,7 +460,7 @@ def evidence(rt: Runtime, outcome: Outcome):
         failed = True
         raise
     finally:
-        if failed or not outcome.passed:
+        if failed or not outcome.passed or os.environ.get("CHAOS_KEEP_LOGS"):
             kept = Path(tempfile.mkdtemp(prefix=f"chaos-{outcome.scenario}-"))
             for log in rt.tmp.glob("*.log"):
                 shutil.copy(log, kept / log.name)
@@ -417,7 +471,7 @@ def evidence(rt: Runtime, outcome: Outcome):
 EVENTS = """
     SELECT e.event_id, COUNT(x.id)
     FROM events_event e LEFT JOIN events_execution x ON x.event_id = e.id
-    WHERE e.type = %s
+    WHERE e.type LIKE %s
     GROUP BY e.id, e.event_id
 """
 ORPHANS = """
@@ -426,24 +480,38 @@ ORPHANS = """
 """
 STATUSES = """
     SELECT x.status, COUNT(*) FROM events_execution x JOIN events_event e ON e.id = x.event_id
-    WHERE e.type = %s GROUP BY x.status
+    WHERE e.type LIKE %s GROUP BY x.status
 """
 KEYS = """
     SELECT x.idempotency_key, x.status, x.last_error
     FROM events_execution x JOIN events_event e ON e.id = x.event_id
-    WHERE e.type = %s
+    WHERE e.type LIKE %s
 """
-RUNNING = "SELECT lease_owner FROM events_execution WHERE status = 'running'"
+# Per idempotency key: its attempts, and those that ended with the worker gone (lost:
+# the reaper took the lease back; abandoned: the worker gave it back when told to stop).
+TRIES = """
+    SELECT x.idempotency_key, COUNT(a.id),
+           SUM(CASE WHEN a.outcome IN ('lost', 'abandoned') THEN 1 ELSE 0 END)
+    FROM events_execution x JOIN events_attempt a ON a.execution_id = x.id
+    GROUP BY x.idempotency_key
+"""
+RUNNING_BY_OWNER = """
+    SELECT lease_owner, COUNT(*) FROM events_execution WHERE status = 'running'
+    GROUP BY lease_owner
+"""
+HELD = """
+    SELECT id, lease_owner, lease_expires_at, idempotency_key FROM events_execution
+    WHERE status = 'running' AND lease_owner LIKE %s
+"""
 OUTCOMES = "SELECT outcome, COUNT(*) FROM events_attempt GROUP BY outcome"
 ATTEMPTS = """
     SELECT execution_id, number, started_at, finished_at, outcome
     FROM events_attempt ORDER BY execution_id, number
 """
-TASKS = "SELECT args_kwargs, enqueued_at, run_after FROM django_tasks_database_dbtaskresult"
-TASK_STATUSES = "SELECT status, COUNT(*) FROM django_tasks_database_dbtaskresult GROUP BY status"
 CIRCUIT = """
-    SELECT state, consecutive_failures, opened_at, retry_at
-    FROM connectors_circuitbreaker WHERE connector = 'http'
+    SELECT c.state, c.consecutive_failures, c.opened_at, c.retry_at
+    FROM connectors_circuitbreaker c JOIN connectors_route r ON r.id = c.route_id
+    WHERE r.name = %s
 """
 WAITING = """
     SELECT status_reason, COUNT(*), MIN(next_attempt_at), MAX(next_attempt_at)
@@ -451,17 +519,57 @@ WAITING = """
 """
 LAST_FINISHED = """
     SELECT MAX(x.finished_at) FROM events_execution x JOIN events_event e ON e.id = x.event_id
-    WHERE e.type = %s
+    WHERE e.type LIKE %s
 """
+HEARTBEATS = "SELECT pid, worker_id FROM events_workerheartbeat"
 
 
 def stored_events(rt: Runtime) -> dict[str, int]:
     """event id -> how many executions it has."""
-    return dict(rt.query(EVENTS, (EVENT_TYPE,)))
+    return dict(rt.query(EVENTS, (TYPES_LIKE,)))
 
 
 def statuses(rt: Runtime) -> dict[str, int]:
-    return dict(rt.query(STATUSES, (EVENT_TYPE,)))
+    return dict(rt.query(STATUSES, (TYPES_LIKE,)))
+
+
+def owner_pid(owner: str) -> int | None:
+    """The pid in a lease owner / worker id, `host:pid:random` (events/engine/worker.py)."""
+    parts = owner.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def owned_by(pid: int) -> str:
+    """A LIKE pattern for the lease owners of the worker process `pid`."""
+    return f"%:{pid}:%"
+
+
+class InFlight:
+    """Running executions per worker process (its lease owner's rows), sampled from the
+    database as the scenario goes: how full the workers' slots really were."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.peak: Counter = Counter()  # lease owner -> most running rows seen at once
+
+    def sample(self) -> dict[str, int]:
+        now = dict(self.rt.query(RUNNING_BY_OWNER))
+        for owner, n in now.items():
+            self.peak[owner] = max(self.peak[owner], n)
+        return now
+
+    def of(self, pid: int) -> int:
+        return sum(n for owner, n in self.sample().items() if owner_pid(owner) == pid)
+
+    def summary(self) -> str:
+        if not self.peak:
+            return "no running execution was seen"
+        full = sorted(self.peak.values(), reverse=True)
+        return (
+            f"most running executions seen at once on one worker process: {full[0]} "
+            f"({len(full)} processes; their peaks {', '.join(map(str, full[:8]))}"
+            f"{', ...' if len(full) > 8 else ''})"
+        )
 
 
 def check_stored(rt: Runtime, outcome: Outcome, acked: set[str], sent: set[str]):
@@ -513,13 +621,16 @@ def wait_terminal(
         counts == {"succeeded": expected},
         f"executions ended {counts}, expected {expected} succeeded",
     ):
-        failed = [r for r in rt.query(KEYS, (EVENT_TYPE,)) if r[1] != "succeeded"][:5]
+        failed = [r for r in rt.query(KEYS, (TYPES_LIKE,)) if r[1] != "succeeded"][:5]
         outcome.note(f"not succeeded, first few (key, status, last error): {failed}")
 
 
 def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
-    """One side effect per execution: the sink's distinct keys are the executions' keys."""
-    rows = rt.query(KEYS, (EVENT_TYPE,))
+    """One side effect per execution: the sink's distinct keys are the executions' keys.
+    A key the sink saw more than once is a repeat it absorbed; each repeat must follow an
+    attempt whose worker was gone (lost or abandoned): an action run twice by a worker
+    that was alive throughout would be a double run the key only happened to hide."""
+    rows = rt.query(KEYS, (TYPES_LIKE,))
     keys = {key for key, _, _ in rows}
     succeeded = {key for key, status, _ in rows if status == "succeeded"}
     effects = sink.keys()
@@ -538,28 +649,67 @@ def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
     strangers = effects - keys
     outcome.check(not strangers, f"{len(strangers)} side effects for keys no execution has")
     outcome.check(sink.without_key == 0, f"{sink.without_key} calls without an Idempotency-Key")
+    tries = {key: (int(n), int(gone or 0)) for key, n, gone in rt.query(TRIES)}
+    with sink.lock:
+        deliveries = dict(sink.deliveries)
+    more = {
+        k: (d, tries.get(k, (0, 0))[0])
+        for k, d in deliveries.items()
+        if d > tries.get(k, (0, 0))[0]
+    }
+    outcome.check(
+        not more,
+        f"{len(more)} keys delivered more often than their execution had attempts "
+        f"(key: deliveries, attempts): {dict(list(more.items())[:5])}",
+    )
+    unexplained = {
+        k: (d, *tries.get(k, (0, 0)))
+        for k, d in deliveries.items()
+        if d - 1 > tries.get(k, (0, 0))[1]
+    }
+    outcome.check(
+        not unexplained,
+        f"{len(unexplained)} keys delivered again without a lost or abandoned attempt before "
+        f"(an action run twice by a live worker; key: deliveries, attempts, lost or "
+        f"abandoned): {dict(list(unexplained.items())[:5])}",
+    )
     if sink.absorbed:
-        most = max(sink.deliveries.values())
+        most = max(deliveries.values())
         outcome.note(
             f"the sink absorbed {sink.absorbed} repeated deliveries "
             f"(at most {most} deliveries of one key)"
         )
 
 
-def check_tasks(rt: Runtime, outcome: Outcome):
-    """No task message failed; say how many there were and what the reapers did."""
-    counts = dict(rt.query(TASK_STATUSES))
-    outcome.check(not counts.get("FAILED"), f"{counts.get('FAILED')} task messages FAILED")
+def check_workers(rt: Runtime, outcome: Outcome):
+    """What the reapers did (from the workers' logs); no traceback in a worker's log; the
+    reaper dead-lettered nothing (no execution ran out of attempts through lost leases)."""
     reaped = Counter()
-    for path in rt.tmp.glob("worker-*.log"):
+    lease_lost = tracebacks = 0
+    for path in sorted(rt.tmp.glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
             if "reaper: {" in line:
                 with contextlib.suppress(ValueError, SyntaxError):
                     reaped.update(ast.literal_eval(line[line.index("reaper: {") + 8 :]))
+            lease_lost += "lease lost" in line
+            tracebacks += line.startswith("Traceback (most recent call last)")
+    outcome.check(
+        not reaped["failed"], f"the reapers failed {reaped['failed']} executions (out of attempts)"
+    )
+    if tracebacks:
+        worst = max(
+            rt.tmp.glob("worker-*.log"),
+            key=lambda p: p.read_text(errors="replace").count("Traceback (most recent"),
+        )
+        outcome.check(
+            False,
+            f"{tracebacks} tracebacks in the workers' logs; the last in {worst.name}:\n"
+            f"{last_traceback(rt, worst.stem)}",
+        )
+    note_failed_tries(rt, outcome)
     outcome.note(
-        f"task messages: {sum(counts.values()):,} ({fmt_counts(counts)}); the reapers "
-        f"requeued {reaped['requeued']} expired leases and re-sent {reaped['redispatched']:,} "
-        "messages"
+        f"the reapers requeued {reaped['requeued']} executions whose lease expired; "
+        f"{lease_lost} 'lease lost' warnings in the workers' logs"
     )
 
 
@@ -567,75 +717,225 @@ def attempt_outcomes(rt: Runtime) -> dict[str, int]:
     return dict(rt.query(OUTCOMES))
 
 
+FAILED_TRIES = """
+    SELECT outcome, error_class, substr(error_message, 1, 160), COUNT(*) FROM events_attempt
+    WHERE outcome IN ('retryable_error', 'permanent_error')
+    GROUP BY outcome, error_class, substr(error_message, 1, 160) ORDER BY COUNT(*) DESC
+"""
+
+
+def note_failed_tries(rt: Runtime, outcome: Outcome):
+    """Say which calls failed and why (a retry is no violation; its cause is worth seeing)."""
+    rows = rt.query(FAILED_TRIES)
+    if rows:
+        outcome.note(
+            "failed attempts (outcome, class, message: count): "
+            + "; ".join(f"{o}, {c}, {m!r}: {n}" for o, c, m, n in rows[:5])
+        )
+
+
+def placeholders(values) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
 # -- 1. worker kills ---------------------------------------------------------------------
+@dataclasses.dataclass
+class Kill:
+    name: str
+    pid: int
+    at: float  # time.time()
+    held: list  # (execution id, lease owner, lease_expires_at, key) running at its death
+    delivered: int  # how many of those had had their side effect at the sink already
+
+
+ATTEMPTS_OF = """
+    SELECT execution_id, number, worker, outcome, started_at, finished_at
+    FROM events_attempt WHERE execution_id IN ({}) ORDER BY execution_id, number
+"""
+
+
 def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
-    """SIGKILL the two workers again and again during a flood; nothing lost, no repeat."""
-    budget = Budget(90 + sizes.events * 0.06)
-    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
-    # A downstream call takes a little while after its effect happened: a kill in that
-    # window is the case the idempotency key is for.
+    """SIGKILL a worker while all its slots are busy, again and again during a flood: what
+    it held comes back after the lease; nothing lost, no repeated effect."""
+    budget = Budget(90 + sizes.kill_events * 0.06)
+    # Each call is answered `action_seconds` after its effect happened at the sink: the
+    # slots stay full, and a kill lands after the effects and before the worker recorded
+    # them, the case the idempotency key is for.
     with (
-        IdempotentSink(latency=0.01) as sink,
-        runtime(kind, pg_url, **env) as rt,
+        idempotent_sink(sizes.action_seconds) as sink,
+        runtime(kind, pg_url) as rt,
         evidence(rt, outcome),
     ):
-        add_route(rt, sink)
+        add_routes(rt, sink, lanes=2)
         rt.start_gunicorn(workers=3)
-        start_workers(rt)
-        ids = [f"wk-{i:06d}" for i in range(sizes.events)]
-        kills = []  # (name, pid, whether it held a running execution)
-        next_kill = [time.monotonic() + random.uniform(1, 3)]
+        start_workers(rt, sizes)
+        inflight = InFlight(rt)
+        ids = [f"wk-{i:06d}" for i in range(sizes.kill_events)]
+        flood = Flood(
+            rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
+        ).start()
+        kills: list[Kill] = []
+        full = sizes.concurrency
 
-        def kill_one():
-            # A supervisor's view: a worker dies, it is started again at once. Aim at a
-            # worker that holds a running execution when there is one.
-            if len(kills) >= sizes.worker_kills or time.monotonic() < next_kill[0]:
-                return
-            busy = {owner.split(":")[1] for (owner,) in rt.query(RUNNING)}
-            holding = [n for n in WORKERS if str(rt.procs[n].pid) in busy]
-            name = random.choice(holding or WORKERS)
-            supervise(rt, outcome)
-            pid = rt.kill(name, signal.SIGKILL)
-            rt.start_worker(name)
-            kills.append((name, pid, bool(holding)))
-            next_kill[0] = time.monotonic() + random.uniform(1, 3)
+        def ripe(pid: int, aim: float) -> bool:
+            """All slots of the worker busy, and (for up to 5 s, the aim) at least half of
+            their calls arrived at the sink: their effects happened, their results are
+            not recorded. A kill now leaves the most for the idempotency key to absorb."""
+            rows = rt.query(HELD, (owned_by(pid),))
+            inflight.sample()
+            if len(rows) < full:
+                return False
+            with sink.lock:
+                done = sum(1 for *_, key in rows if key in sink.deliveries)
+            return done >= full // 2 or time.monotonic() > aim
 
-        flood = Flood(rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2)
-        flood.start()
-        budget.wait_until(
-            lambda: kill_one() or (len(kills) >= sizes.worker_kills and flood.done),
-            budget.left(),
-            f"{sizes.worker_kills} worker kills during the flood",
-            interval=0.05,
-        )
-        flood.join()
+        while len(kills) < sizes.worker_kills:
+            # A supervisor's view: a worker dies, it is started again at once.
+            pause_until = time.monotonic() + random.uniform(*sizes.kill_pause)
+            budget.wait_until(
+                lambda until=pause_until: (
+                    supervise(rt, outcome, sizes) or time.monotonic() >= until
+                ),
+                10,
+                "the pause between kills",
+                interval=0.1,
+            )
+            name = random.choice(WORKERS)
+            pid, aim = rt.procs[name].pid, time.monotonic() + 5
+            try:
+                budget.wait_until(
+                    lambda pid=pid, proc=rt.procs[name], aim=aim: (
+                        ripe(pid, aim) or proc.poll() is not None
+                    ),
+                    20,
+                    f"{name} (pid {pid}) holding {full} running executions",
+                    interval=0.02,
+                )
+            except Abort as exc:
+                peak = max((n for o, n in inflight.peak.items() if owner_pid(o) == pid), default=0)
+                outcome.check(
+                    False,
+                    f"{exc} (at most {peak} seen; flood: {flood.sent()} sent, "
+                    f"{'done' if flood.done else 'going on'}); killed anyway",
+                )
+            if rt.procs[name].poll() is not None:
+                supervise(rt, outcome, sizes)  # it died on its own: a violation
+                continue
+            rt.kill(name, signal.SIGKILL)
+            at = time.time()
+            # What the dead worker still holds: its lease owner's running rows.
+            held = rt.query(HELD, (owned_by(pid),))
+            rt.start_worker(name, concurrency=sizes.concurrency)
+            with sink.lock:
+                delivered = sum(1 for *_, key in held if key in sink.deliveries)
+            kills.append(Kill(name, pid, at, held, delivered))
+            progress(
+                f"worker-kills/{outcome.database}: SIGKILLed {name} (pid {pid}) holding "
+                f"{len(held)} running executions ({delivered} side effects done)"
+            )
+            outcome.check(
+                len(held) == full,
+                f"{name} (pid {pid}) was SIGKILLed holding {len(held)} running executions, "
+                f"not {full}",
+            )
+        outcome.check(flood.join(), "the flood's clients did not finish")
         outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
         outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
         outcome.check(
             outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
         )
         check_stored(rt, outcome, set(flood.acked), set(ids))
-        wait_terminal(
-            rt,
-            outcome,
-            budget,
-            len(flood.acked),
-            budget.left() - 5,
-            watch=lambda: supervise(rt, outcome),
-        )
-        outcomes = attempt_outcomes(rt)
-        aimed = sum(1 for _, _, held in kills if held)
+
+        def watch():
+            supervise(rt, outcome, sizes)
+            inflight.sample()
+
+        wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
+        check_kills(rt, outcome, sink, kills)
         outcome.note(
-            f"{len(kills)} SIGKILLs ({aimed} at a worker holding a running execution); "
-            f"attempts by outcome: {outcomes} (lost: its worker died holding it)"
+            f"{len(kills)} SIGKILLs, each of a worker holding (running, its lease owner's) "
+            f"{', '.join(str(len(k.held)) for k in kills)} executions; attempts by outcome: "
+            f"{attempt_outcomes(rt)}; {inflight.summary()}"
         )
-        if sizes.worker_kills >= 10:  # few kills may all miss; many must not
-            outcome.check(
-                outcomes.get("lost", 0) > 0, "no kill hit a running execution: nothing tested"
-            )
         check_effects(rt, outcome, sink)
-        check_tasks(rt, outcome)
+        check_workers(rt, outcome)
     return outcome
+
+
+def check_kills(rt: Runtime, outcome: Outcome, sink: IdempotentSink, kills: list[Kill]):
+    """What each killed worker held came back after its lease and succeeded: its attempt
+    by the dead worker ended `lost`, not before the lease ran out and within a reaper
+    interval (plus slack) after; a later attempt succeeded; one effect at the sink."""
+    held = {row[0] for kill in kills for row in kill.held}
+    tries: dict[int, list] = {}
+    ordered = sorted(held)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        for ex, number, worker, result, started, finished in rt.query(
+            ATTEMPTS_OF.format(placeholders(chunk)), tuple(chunk)
+        ):
+            tries.setdefault(ex, []).append((number, worker, result, started, finished))
+    final = {}
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        final.update(
+            rt.query(
+                f"SELECT id, status FROM events_execution WHERE id IN ({placeholders(chunk)})",  # noqa: S608
+                tuple(chunk),
+            )
+        )
+    slack = REAPER_SECONDS + 3
+    not_lost, early, late, not_back = [], [], [], []
+    lags, back_after = [], []
+    for kill in kills:
+        for ex, owner, expires, _key in kill.held:
+            expires = as_utc(expires)
+            mine = [t for t in tries.get(ex, []) if t[1] == owner]
+            if not mine or mine[-1][2] != "lost":
+                not_lost.append((ex, mine[-1][2] if mine else None))
+                continue
+            number, _, _, _, reaped_at = mine[-1]
+            reaped_at = as_utc(reaped_at)
+            lag = (reaped_at - expires).total_seconds()
+            lags.append(lag)
+            if lag < -0.05:
+                early.append((ex, round(lag, 2)))
+            elif lag > slack:
+                late.append((ex, round(lag, 2)))
+            later = [t for t in tries[ex] if t[0] > number]
+            if final.get(ex) != "succeeded" or not later or later[-1][2] != "succeeded":
+                not_back.append((ex, final.get(ex), [t[2] for t in later]))
+            else:
+                back_after.append(as_utc(later[-1][4]).timestamp() - kill.at)
+    outcome.check(
+        not not_lost,
+        f"{len(not_lost)} executions a killed worker held have no `lost` attempt of it "
+        f"(execution, its outcome): {not_lost[:5]}",
+    )
+    outcome.check(
+        not early, f"{len(early)} leases taken back before they expired (s): {early[:5]}"
+    )
+    outcome.check(
+        not late,
+        f"{len(late)} expired leases taken back over {slack} s late (s): {late[:5]}",
+    )
+    outcome.check(
+        not not_back,
+        f"{len(not_back)} executions a killed worker held did not succeed afterwards "
+        f"(execution, status, later attempts): {not_back[:5]}",
+    )
+    with sink.lock:
+        keys = {row[3] for k in kills for row in k.held}
+        again = sum(max(sink.deliveries.get(key, 0) - 1, 0) for key in keys)
+    if lags:
+        outcome.note(
+            f"{sum(len(k.held) for k in kills)} executions held by killed workers "
+            f"({sum(k.delivered for k in kills)} with their effect done at the kill): each "
+            f"came back {min(lags):.1f}-{max(lags):.1f} s after its lease expired "
+            f"({LEASE_SECONDS} s leases) and succeeded {min(back_after, default=0):.1f}-"
+            f"{max(back_after, default=0):.1f} s after the kill; the sink absorbed {again} "
+            "repeated deliveries of theirs"
+        )
 
 
 # -- 2. gunicorn kills -------------------------------------------------------------------
@@ -643,13 +943,19 @@ def gunicorn_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Ou
     """SIGKILL one gunicorn worker, then the master, mid-flood; then start it again."""
     budget = Budget(120 + sizes.events * 0.05)
     web_workers = 3
-    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
     leftovers: list[int] = []
-    with IdempotentSink() as sink, runtime(kind, pg_url, **env) as rt, evidence(rt, outcome):
+    # Calls take a while (a quarter of action_seconds), so the workers' slots fill as far
+    # as the paced flood lets them.
+    with (
+        idempotent_sink(sizes.action_seconds / 4) as sink,
+        runtime(kind, pg_url) as rt,
+        evidence(rt, outcome),
+    ):
         try:
-            add_route(rt, sink)
+            add_routes(rt, sink, lanes=2)
             rt.start_gunicorn(workers=web_workers)
-            start_workers(rt)
+            start_workers(rt, sizes)
+            inflight = InFlight(rt)
             ids = [f"gk-{i:06d}" for i in range(sizes.events)]
             flood = Flood(
                 rt.port,
@@ -658,10 +964,15 @@ def gunicorn_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Ou
                 seconds=budget.left() / 2,
                 resend=True,
                 rate=len(ids) / sizes.paced_seconds,
+                lanes=2,
             ).start()
 
             def acked(share):
-                return lambda: len(flood.acked) >= share * len(ids) or flood.done
+                def enough():
+                    inflight.sample()
+                    return len(flood.acked) >= share * len(ids) or flood.done
+
+                return enough
 
             budget.wait_until(acked(0.25), 60, "a quarter of the flood acknowledged")
             victim = random.choice(rt.children("gunicorn"))
@@ -698,7 +1009,7 @@ def gunicorn_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Ou
             rt.start_gunicorn(workers=web_workers)  # waits for /ready to answer 200
             outcome.note(f"gunicorn serving again {time.monotonic() - killed_at:.1f} s after")
             flood.join()
-            probe = post(rt.port, "gk-after-restart", 10)
+            probe = post(rt.port, "gk-after-restart", 10, lanes=2)
             outcome.check(probe.status == 202, f"after the restart a new event got {probe.status}")
 
             outcome.requests, outcome.acks = flood.sent() + 1, len(flood.acked) + probe.acked
@@ -725,16 +1036,15 @@ def gunicorn_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Ou
             outcome.check(
                 len(events) == len(sent), f"{len(events)} events stored for {len(sent)} sent"
             )
-            wait_terminal(
-                rt,
-                outcome,
-                budget,
-                len(events),
-                budget.left() - 5,
-                watch=lambda: supervise(rt, outcome),
-            )
+
+            def watch():
+                supervise(rt, outcome, sizes)
+                inflight.sample()
+
+            wait_terminal(rt, outcome, budget, len(events), budget.left() - 5, watch=watch)
+            outcome.note(inflight.summary())
             check_effects(rt, outcome, sink)
-            check_tasks(rt, outcome)
+            check_workers(rt, outcome)
         finally:
             for pid in leftovers:
                 with contextlib.suppress(ProcessLookupError):
@@ -841,16 +1151,15 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
         raise ValueError("pg-restart runs on PostgreSQL only")
     budget = Budget(150 + sizes.events * 0.04)
     events = min(sizes.events, 3000)
-    env = {"REDISPATCH_AFTER_SECONDS": str(sizes.redispatch_after)}
     with (
-        IdempotentSink() as sink,
+        idempotent_sink(sizes.action_seconds / 4) as sink,
         PrivateCluster() as cluster,
-        runtime("postgres", cluster.url, **env) as rt,
+        runtime("postgres", cluster.url, **RESTART_ENV) as rt,
         evidence(rt, outcome),
     ):
-        add_route(rt, sink)
+        add_routes(rt, sink, lanes=2)
         rt.start_gunicorn(workers=3)
-        start_workers(rt)
+        start_workers(rt, sizes)
         budget.wait_until(
             lambda: rt.query("SELECT COUNT(*) FROM events_workerheartbeat")[0][0] >= 2,
             30,
@@ -867,6 +1176,7 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
             resend=True,
             pause=0.25,
             rate=len(ids) / sizes.paced_seconds,
+            lanes=2,
         ).start()
         budget.wait_until(
             lambda: len(flood.acked) >= events / 3 or flood.done, 60, "a third acknowledged"
@@ -881,7 +1191,7 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
         time.sleep(sizes.db_down_seconds / 2)
         # A worker that dies now is a violation, but restarting it into a database that is
         # still down proves nothing: that waits until the database is back.
-        supervise(rt, outcome, why=" while the database was down", restart=False)
+        supervise(rt, outcome, sizes, why=" while the database was down", restart=False)
         up_from = time.monotonic()
         cluster.start()
         up_at = time.monotonic()
@@ -892,7 +1202,7 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
             "a 2xx after the database came back",
         )
         time.sleep(2)  # time for a surviving worker to reconnect, or to die trying
-        supervise(rt, outcome, why=" after the database came back")
+        supervise(rt, outcome, sizes, why=" after the database came back")
         flood.join()
 
         outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
@@ -948,7 +1258,7 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
             budget,
             len(ids),
             budget.left() - 5,
-            watch=lambda: supervise(rt, outcome, why=" after the outage"),
+            watch=lambda: supervise(rt, outcome, sizes, why=" after the outage"),
         )
         survived = [n for n in WORKERS if rt.procs[n].pid == pids[n]]
         outcome.check(
@@ -956,8 +1266,182 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
             f"workers not restarted by the runtime itself: only {survived} kept running",
         )
         check_effects(rt, outcome, sink)
-        check_tasks(rt, outcome)
+        check_workers(rt, outcome)
     return outcome
+
+
+# -- 4. database restart with every slot busy --------------------------------------------
+# The leases outlast the outage (production's default is 60 s): a worker that is alive
+# throughout must keep what it holds and settle it itself.
+RESTART_ENV = {"EXECUTION_LEASE_SECONDS": "30"}
+RESUME_BOUND = 15  # s after the database is back: the worker's retry wait (at most 10 s) + 5
+WORKER_ATTEMPTS = """
+    SELECT worker, COUNT(*), MIN(started_at) FROM events_attempt WHERE started_at > %s
+    GROUP BY worker
+"""
+
+
+def db_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """Stop the database while every worker has all its slots busy, start it again: the
+    same workers settle what they held and go on claiming; nothing runs twice."""
+    outcome.database = "PostgreSQL (private cluster)"
+    if kind != "postgres":
+        raise ValueError(f"db-restart runs on PostgreSQL only: {POSTGRES_ONLY['db-restart']}")
+    budget = Budget(120 + sizes.restart_events * 0.03)
+    full = sizes.concurrency
+    with (
+        idempotent_sink(sizes.action_seconds) as sink,
+        PrivateCluster() as cluster,
+        runtime("postgres", cluster.url, **RESTART_ENV) as rt,
+        evidence(rt, outcome),
+    ):
+        add_routes(rt, sink, lanes=2)
+        rt.start_gunicorn(workers=2)
+        start_workers(rt, sizes)
+        budget.wait_until(
+            lambda: len(rt.query(HEARTBEATS)) >= len(WORKERS), 30, "worker heartbeats"
+        )
+        pids = {name: rt.procs[name].pid for name in WORKERS}
+        owners = dict(rt.query(HEARTBEATS))
+        inflight = InFlight(rt)
+        ids = [f"dr-{i:06d}" for i in range(sizes.restart_events)]
+        flood = Flood(
+            rt.port, ids, threads=sizes.client_threads, seconds=60, resend=True, lanes=2
+        ).start()
+        outcome.check(flood.join(), "the flood's clients did not finish")
+        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
+        outcome.check(
+            outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
+        )
+        budget.wait_until(
+            lambda: all(inflight.of(pid) >= full for pid in pids.values()),
+            20,
+            f"every worker holding {full} running executions",
+            interval=0.02,
+        )
+        held = {name: rt.query(HELD, (owned_by(pid),)) for name, pid in pids.items()}
+        rt.reset_connection()
+        cluster.stop("immediate")
+        down_at = time.monotonic()
+        with sink.lock:
+            done = sum(1 for rows in held.values() for *_, key in rows if key in sink.deliveries)
+        outcome.note(
+            "PostgreSQL stopped (-m immediate) with "
+            + ", ".join(f"{name} holding {len(rows)}" for name, rows in held.items())
+            + f" running executions ({done} side effects done at the sink)"
+        )
+        for name, rows in held.items():
+            outcome.check(
+                len(rows) == full, f"{name} held {len(rows)} running executions, not {full}"
+            )
+        time.sleep(sizes.db_down_seconds)
+        supervise(rt, outcome, sizes, why=" while the database was down", restart=False)
+        cluster.start()
+        up_at, up_wall = time.monotonic(), datetime.now(UTC)
+        outcome.note(f"PostgreSQL started again after {up_at - down_at:.1f} s")
+
+        def resumed():
+            supervise(rt, outcome, sizes, why=" after the database came back", restart=False)
+            started = {worker for worker, _, _ in rt.query(WORKER_ATTEMPTS, (up_wall,))}
+            return all(owners.get(pid) in started for pid in pids.values())
+
+        try:
+            budget.wait_until(resumed, RESUME_BOUND + 5, "every worker claiming again")
+        except Abort as exc:
+            outcome.check(False, str(exc))
+        resumed_in = {
+            worker: (as_utc(first) - up_wall).total_seconds()
+            for worker, _, first in rt.query(WORKER_ATTEMPTS, (up_wall,))
+        }
+        for name, pid in pids.items():
+            took = resumed_in.get(owners.get(pid))
+            outcome.check(
+                took is not None and took <= RESUME_BOUND,
+                f"{name} started no attempt within {RESUME_BOUND} s of the database being "
+                f"back (first after {took if took is None else round(took, 1)} s). Its log:\n"
+                f"{tail(rt.log(name), 20)}",
+            )
+        supervise(rt, outcome, sizes, why=" after the database came back")
+
+        def watch():
+            supervise(rt, outcome, sizes, why=" after the outage")
+            inflight.sample()
+
+        wait_terminal(rt, outcome, budget, len(ids), budget.left() - 5, watch=watch)
+        survived = [n for n in WORKERS if rt.procs[n].pid == pids[n]]
+        outcome.check(
+            len(survived) == len(WORKERS),
+            f"workers not kept by the runtime itself: only {survived} kept running",
+        )
+        check_settled_by_holder(rt, outcome, held, up_wall)
+        outcomes = attempt_outcomes(rt)
+        outcome.check(
+            not outcomes.get("lost") and not outcomes.get("abandoned"),
+            f"attempts lost or abandoned though every worker lived: {outcomes}",
+        )
+        outcome.note(
+            "each worker's first attempt after the restart came "
+            + ", ".join(
+                f"{name} {resumed_in.get(owners.get(pid), float('nan')):.1f} s"
+                for name, pid in pids.items()
+            )
+            + f" after the database was back; attempts by outcome: {outcomes}; "
+            + inflight.summary()
+        )
+        check_effects(rt, outcome, sink)
+        check_workers(rt, outcome)
+        outcome.note(
+            "'database unavailable' warnings logged: "
+            + ", ".join(
+                f"{name} {full_log(rt, name).count('database unavailable')}" for name in WORKERS
+            )
+        )
+    return outcome
+
+
+def full_log(rt: Runtime, name: str) -> str:
+    path = rt.tmp / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def check_settled_by_holder(rt: Runtime, outcome: Outcome, held: dict, up_wall: datetime):
+    """Each execution a worker held when the database stopped has one attempt, by that
+    worker, which succeeded: the worker kept its leases and recorded the results itself."""
+    rows = [row for per_worker in held.values() for row in per_worker]
+    if not rows:
+        return
+    ids = [row[0] for row in rows]
+    tries: dict[int, list] = {}
+    for ex, number, worker, result, _, finished in rt.query(
+        ATTEMPTS_OF.format(placeholders(ids)), tuple(ids)
+    ):
+        tries.setdefault(ex, []).append((number, worker, result, finished))
+    wrong = [
+        (ex, [(t[1] == owner, t[2]) for t in tries.get(ex, [])])
+        for ex, owner, _, _ in rows
+        if [(t[1], t[2]) for t in tries.get(ex, [])] != [(owner, "succeeded")]
+    ]
+    outcome.check(
+        not wrong,
+        f"{len(wrong)} of the {len(rows)} executions in flight at the stop were not settled "
+        f"by their own worker in one attempt (execution, [(same worker, outcome)]): "
+        f"{wrong[:5]}",
+    )
+    # An attempt's finished_at is when its call returned (during the outage, mostly); the
+    # execution's is when its worker recorded the result.
+    after = [
+        (as_utc(finished) - up_wall).total_seconds()
+        for _, finished in rt.query(
+            f"SELECT id, finished_at FROM events_execution WHERE id IN ({placeholders(ids)})",  # noqa: S608
+            tuple(ids),
+        )
+        if finished is not None and as_utc(finished) > up_wall
+    ]
+    outcome.note(
+        f"{len(rows) - len(wrong)} of the {len(rows)} executions in flight at the stop were "
+        f"settled by the worker holding them"
+        + (f", {max(after):.1f} s after the database was back at the latest" if after else "")
+    )
 
 
 def get(port: int, path: str) -> tuple:
@@ -980,7 +1464,7 @@ def is_db_error(body) -> bool:
     )
 
 
-# -- 4. sink outage ----------------------------------------------------------------------
+# -- 5. sink outage ----------------------------------------------------------------------
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 8.0
 CIRCUIT_THRESHOLD, CIRCUIT_COOLDOWN = 5, 5
 PROBE_TIMEOUT = 120  # connectors/circuits.py: a probe that never reports back
@@ -992,24 +1476,26 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
     env = {
         "CIRCUIT_FAILURE_THRESHOLD": str(CIRCUIT_THRESHOLD),
         "CIRCUIT_COOLDOWN_SECONDS": str(CIRCUIT_COOLDOWN),
-        "REDISPATCH_AFTER_SECONDS": "60",
     }
     # A failing API is seldom quick: each answer takes 50 ms, so a probe is in flight for
     # a while (long enough for other workers to meet the half-open circuit).
     with (
-        IdempotentSink(latency=0.05) as sink,
+        idempotent_sink(0.05) as sink,
         runtime(kind, pg_url, **env) as rt,
         evidence(rt, outcome),
     ):
-        add_route(
+        # One route (one circuit): the events come back together when it closes.
+        add_routes(
             rt,
             sink,
             backoff_base_seconds=BACKOFF_BASE,
             backoff_cap_seconds=BACKOFF_CAP,
             max_attempts=20,
         )
+        record_backoffs(rt)
         rt.start_gunicorn(workers=2)
-        start_workers(rt)
+        start_workers(rt, sizes)
+        inflight = InFlight(rt)
         sink.outage(sizes.outage_seconds)
         outage_from = time.time()
         # One event first, alone: nothing else resets or adds to the circuit's count, so it
@@ -1023,7 +1509,7 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
         metrics = {"open": 0, "scrapes": 0, "next": 0.0}
 
         def circuit_state() -> str:
-            rows = rt.query(CIRCUIT)
+            rows = rt.query(CIRCUIT, (ROUTE,))
             state = rows[0][0] if rows else "closed"
             if not timeline or timeline[-1][1] != state:
                 timeline.append((time.time(), state))
@@ -1040,7 +1526,7 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
                 state != "closed" or time.time() - outage_from > sizes.outage_seconds - 5
             ):
                 flood.start()
-            supervise(rt, outcome)
+            supervise(rt, outcome, sizes)
             time.sleep(0.1)
         outage_to = time.time()
         if not flood.started:
@@ -1067,7 +1553,7 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
             budget,
             len(ids) + 1,
             budget.left() - 5,
-            watch=lambda: supervise(rt, outcome),
+            watch=lambda: supervise(rt, outcome, sizes) or inflight.sample(),
         )
 
         outcome.note(
@@ -1081,11 +1567,12 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
             metrics["open"] > 0,
             f"/metrics never showed the open circuit ({metrics['scrapes']} scrapes)",
         )
-        final = rt.query(CIRCUIT)
+        final = rt.query(CIRCUIT, (ROUTE,))
         outcome.check(
             bool(final) and final[0][:2] == ("closed", 0), f"circuit at the end: {final}"
         )
-        # Load shed: after the threshold (and what was in flight), one probe per cool-down.
+        # Load shed: after the threshold (and what was in flight: the first event alone),
+        # one probe per cool-down.
         bound = (
             CIRCUIT_THRESHOLD
             + len(WORKERS)
@@ -1117,8 +1604,9 @@ def sink_outage(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
             "the circuit closed"
         )
         check_backoff(rt, outcome)
+        outcome.note(inflight.summary())
         check_effects(rt, outcome, sink)
-        check_tasks(rt, outcome)
+        check_workers(rt, outcome)
     return outcome
 
 
@@ -1138,21 +1626,55 @@ def scrape(port: int) -> tuple:
         conn.close()
 
 
+# Each backoff the engine draws, as it draws it. A worker that records a retryable failure
+# moves the execution from running to retrying with its attempts count unchanged and
+# next_attempt_at = now + the delay, `now` being the updated_at it writes (runner.settle).
+# A circuit's deferral gives the attempt back (attempts - 1) and the reaper's requeue says
+# "lease expired": neither is a backoff. The trigger lives in the scenario's own database.
+BACKOFF_TABLE = (
+    "CREATE TABLE chaos_backoff (execution_id bigint, number integer, "
+    "set_at {ts}, next_attempt_at {ts})"
+)
+BACKOFF_WHEN = (
+    "OLD.status = 'running' AND NEW.status = 'retrying' AND NEW.attempts = OLD.attempts "
+    "AND substr(NEW.last_error, 1, 13) <> 'lease expired'"
+)
+BACKOFF_INSERT = (
+    "INSERT INTO chaos_backoff VALUES "
+    "(NEW.id, NEW.total_attempts, NEW.updated_at, NEW.next_attempt_at)"
+)
+BACKOFF_TRIGGERS = {
+    "postgres": [
+        BACKOFF_TABLE.format(ts="timestamptz"),
+        "CREATE FUNCTION chaos_backoff_log() RETURNS trigger AS $$ BEGIN "
+        f"{BACKOFF_INSERT}; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER chaos_backoff AFTER UPDATE ON events_execution FOR EACH ROW "
+        f"WHEN ({BACKOFF_WHEN}) EXECUTE FUNCTION chaos_backoff_log()",
+    ],
+    "sqlite": [
+        BACKOFF_TABLE.format(ts="text"),
+        "CREATE TRIGGER chaos_backoff AFTER UPDATE ON events_execution FOR EACH ROW "
+        f"WHEN {BACKOFF_WHEN} BEGIN {BACKOFF_INSERT}; END",
+    ],
+}
+BACKOFFS = "SELECT execution_id, number, set_at, next_attempt_at FROM chaos_backoff"
+
+
+def record_backoffs(rt: Runtime):
+    for sql in BACKOFF_TRIGGERS[rt.kind]:
+        rt.query(sql)
+
+
 def check_backoff(rt: Runtime, outcome: Outcome):
     """Each retry waited a delay drawn from [0, min(cap, base * 2^(n-1))] after failed try n
     (full jitter, docs/engine.md) and never started before it.
 
-    The delay chosen is read from the task message the worker enqueued when try n failed:
-    its run_after is the execution's next_attempt_at. A later circuit deferral only
-    postpones a retry, so the next try must start at or after that run_after."""
-    tasks: dict[int, list] = {}
-    for args_kwargs, enqueued, run_after in rt.query(TASKS):
-        if isinstance(args_kwargs, str):
-            args_kwargs = json.loads(args_kwargs)
-        run_after = as_utc(run_after)
-        if run_after.year > 9000:  # django-tasks' "no run_after"
-            continue
-        tasks.setdefault(args_kwargs["args"][0], []).append((as_utc(enqueued), run_after))
+    The delay drawn is next_attempt_at - updated_at of the row the worker wrote when try n
+    failed (recorded by the chaos_backoff trigger). A later circuit deferral only
+    postpones a retry, so the next try must start at or after that next_attempt_at."""
+    drawn: dict[tuple[int, int], tuple] = {}
+    for execution, number, set_at, next_at in rt.query(BACKOFFS):
+        drawn[(execution, number)] = (as_utc(set_at), as_utc(next_at))
     attempts: dict[int, list] = {}
     for execution, number, started, finished, result in rt.query(ATTEMPTS):
         attempts.setdefault(execution, []).append(
@@ -1161,26 +1683,25 @@ def check_backoff(rt: Runtime, outcome: Outcome):
     delays: dict[int, list[float]] = {}
     early, too_long, unseen = [], [], 0
     for execution, tries in attempts.items():
-        for (number, _, finished, result), (_, next_start, _, _) in itertools.pairwise(tries):
+        for (number, _, _, result), (_, next_start, _, _) in itertools.pairwise(tries):
             if result != "retryable_error":
                 continue
-            after = sorted(t for t in tasks.get(execution, []) if t[0] >= finished)
-            if not after:
+            if (execution, number) not in drawn:
                 unseen += 1
                 continue
-            run_after = after[0][1]
-            delay = (run_after - finished).total_seconds()
+            set_at, next_at = drawn[(execution, number)]
+            delay = (next_at - set_at).total_seconds()
             ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (number - 1))
             delays.setdefault(number, []).append(delay)
             if not -0.05 <= delay <= ceiling + 0.5:
                 too_long.append((execution, number, round(delay, 2), ceiling))
-            if (next_start - run_after).total_seconds() < -0.05:
-                early.append((execution, number + 1, (next_start - run_after).total_seconds()))
+            if (next_start - next_at).total_seconds() < -0.05:
+                early.append((execution, number + 1, (next_start - next_at).total_seconds()))
     outcome.check(
         len(delays) >= 3,
         f"retries seen after tries {sorted(delays)} only: the backoff's growth was not exercised",
     )
-    outcome.check(unseen == 0, f"{unseen} retries without the task message of their backoff")
+    outcome.check(unseen == 0, f"{unseen} retries without the record of their backoff")
     outcome.check(not early, f"{len(early)} retries started before their backoff: {early[:5]}")
     outcome.check(
         not too_long, f"{len(too_long)} backoff delays outside [0, ceiling]: {too_long[:5]}"
@@ -1195,7 +1716,7 @@ def check_backoff(rt: Runtime, outcome: Outcome):
     )
 
 
-# -- 5. duplicate storm ------------------------------------------------------------------
+# -- 6. duplicate storm ------------------------------------------------------------------
 def storm_order(ids: list[str], copies: int, window: int) -> list[str]:
     """Every id `copies` times, shuffled within blocks of about `window` requests, so the
     copies of one id are in flight together and race each other."""
@@ -1212,15 +1733,25 @@ def duplicate_storm(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> O
     """Many copies of each event at once: stored once, run once, one side effect."""
     budget = Budget(120 + sizes.storm_requests * 0.01)
     web_workers = min(max((os.cpu_count() or 1) * 2 + 1, 3), 5)  # the config's default
-    with IdempotentSink() as sink, runtime(kind, pg_url) as rt, evidence(rt, outcome):
-        add_route(rt, sink)
+    with (
+        idempotent_sink(sizes.action_seconds / 4) as sink,
+        runtime(kind, pg_url) as rt,
+        evidence(rt, outcome),
+    ):
+        add_routes(rt, sink, lanes=2)
         rt.start_gunicorn(workers=web_workers)
-        start_workers(rt)
+        start_workers(rt, sizes)
+        inflight = InFlight(rt)
         ids = [f"ds-{i:05d}" for i in range(sizes.storm_ids)]
         copies = sizes.storm_requests // sizes.storm_ids
         order = storm_order(ids, copies, sizes.storm_concurrency)
         flood = Flood(
-            rt.port, order, threads=sizes.storm_concurrency, seconds=budget.left() / 2, timeout=30
+            rt.port,
+            order,
+            threads=sizes.storm_concurrency,
+            seconds=budget.left() / 2,
+            timeout=30,
+            lanes=2,
         )
         started = time.monotonic()
         flood.start()
@@ -1256,11 +1787,15 @@ def duplicate_storm(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> O
         outcome.check(not split, f"{len(split)} event ids answered with two different ids")
         events = check_stored(rt, outcome, set(flood.acked), set(ids))
         outcome.check(len(events) == len(ids), f"{len(events)} events for {len(ids)} ids")
-        wait_terminal(
-            rt, outcome, budget, len(ids), budget.left() - 5, watch=lambda: supervise(rt, outcome)
-        )
+
+        def watch():
+            supervise(rt, outcome, sizes)
+            inflight.sample()
+
+        wait_terminal(rt, outcome, budget, len(ids), budget.left() - 5, watch=watch)
+        outcome.note(inflight.summary())
         check_effects(rt, outcome, sink)
-        check_tasks(rt, outcome)
+        check_workers(rt, outcome)
         outcome.check(
             outcome.executions == len(ids) and outcome.side_effects == len(ids),
             f"{outcome.executions} executions and {outcome.side_effects} side effects "
@@ -1273,6 +1808,7 @@ SCENARIOS = {
     "worker-kills": worker_kills,
     "gunicorn-kills": gunicorn_kills,
     "pg-restart": pg_restart,
+    "db-restart": db_restart,
     "sink-outage": sink_outage,
     "duplicate-storm": duplicate_storm,
 }
@@ -1338,22 +1874,36 @@ def main(argv=None) -> int:
         help="PostgreSQL server on 127.0.0.1 where each scenario creates (and drops) its own "
         "database (default: %(default)s; CHAOS_PG_URL or BENCH_PG_URL)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"runworker --concurrency of every worker (default: {FULL.concurrency})",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.concurrency is not None:
+        if not 1 <= args.concurrency <= 1000:
+            parser.error("--concurrency must be between 1 and 1000")
+        sizes = dataclasses.replace(sizes, concurrency=args.concurrency)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     names = ALL if args.scenario == "all" else (args.scenario,)
     started = time.monotonic()
-    outcomes = []
+    outcomes, skipped = [], []
     for name in names:
         for kind in kinds:
-            if name == "pg-restart" and kind != "postgres":
+            if name in POSTGRES_ONLY and kind != "postgres":
+                skipped.append(f"{name} on {DATABASES[kind]}: skipped, {POSTGRES_ONLY[name]}")
+                progress(skipped[-1])
                 continue
             outcomes.append(run(name, kind, sizes, args.pg_url))
     if not outcomes:
-        parser.error("pg-restart runs on PostgreSQL only: use --db postgres or both")
+        parser.error(f"{args.scenario} runs on PostgreSQL only: use --db postgres or both")
 
     print(table(outcomes))
     print()
+    for line in skipped:
+        print(f"- {line}")
     for o in outcomes:
         print(f"- **{o.scenario} / {o.database}**: {'PASS' if o.passed else 'FAIL'}")
         for v in o.violations:
@@ -1362,7 +1912,8 @@ def main(argv=None) -> int:
             print(f"  - {n}")
     failed = [o for o in outcomes if not o.passed]
     print(
-        f"\n{'quick' if args.quick else 'full'} sizes; {os.cpu_count()} CPUs; "
+        f"\n{'quick' if args.quick else 'full'} sizes; workers at --concurrency "
+        f"{sizes.concurrency}; {os.cpu_count()} CPUs; "
         f"took {time.monotonic() - started:.0f} s; commit {git_commit()}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )

@@ -118,10 +118,7 @@ def runnable_ids(now=None) -> list[int]:
 def run_next() -> bool:
     """Claim and run the oldest runnable operation; False if there was none to claim.
     Every worker's side thread calls this; the claim in `run` lets one win each."""
-    for operation_id in runnable_ids():
-        if run(operation_id) != "skipped":
-            return True
-    return False
+    return any(run(operation_id) != "skipped" for operation_id in runnable_ids())
 
 
 # The same rules as the one-off actions; one audit entry covers the whole operation.

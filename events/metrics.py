@@ -47,7 +47,11 @@ from django.http import HttpResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+)
 from prometheus_client.utils import floatToGoString
 from rest_framework import exceptions
 
@@ -55,13 +59,13 @@ from automation_runtime.errors import error_response
 from connectors import circuits
 from connectors.models import Route
 from events import stats
+from events.engine.heartbeat import live_workers
 from events.models import (
     Attempt,
     Event,
     Execution,
     Source,
 )
-from events.engine.heartbeat import live_workers
 from guardrails import permissions
 
 logger = logging.getLogger(__name__)
@@ -232,13 +236,43 @@ def _guardrails(families: list) -> None:
 
 
 def _workers(families: list) -> None:
+    live = list(live_workers().order_by("worker_id"))
     families.append(
         GaugeMetricFamily(
             "automation_workers_live",
             "Workers whose heartbeat is more recent than WORKER_STALE_SECONDS.",
-            value=live_workers().count(),
+            value=len(live),
         )
     )
+    per_worker = [
+        ("automation_worker_concurrency", "Actions a live worker runs at once.", "concurrency"),
+        (
+            "automation_worker_in_flight",
+            "Actions a live worker was running at its last heartbeat.",
+            "in_flight",
+        ),
+    ]
+    for name, help_text, field in per_worker:
+        family = GaugeMetricFamily(name, help_text, labels=["worker"])
+        for w in live:
+            family.add_metric([w.worker_id], getattr(w, field))
+        families.append(family)
+    claims = CounterMetricFamily(
+        "automation_worker_claims",
+        "Executions a live worker has claimed since it started.",
+        labels=["worker"],
+    )
+    for w in live:
+        claims.add_metric([w.worker_id], w.claims)
+    families.append(claims)
+    by_route = GaugeMetricFamily(
+        "automation_route_in_flight",
+        "Executions of a route running now on all workers (routes with none are left out).",
+        labels=["route"],
+    )
+    for row in stats.in_flight_by_route():
+        by_route.add_metric([row["route"]], row["in_flight"])
+    families.append(by_route)
 
 
 def collect_families() -> list:

@@ -1,8 +1,8 @@
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from events.models import Event, EventStatus, Execution, ExecutionStatus
 from events.engine.heartbeat import live_workers
+from events.models import Event, EventStatus, Execution, ExecutionStatus
 
 
 def counts_by_status() -> dict:
@@ -18,7 +18,8 @@ def queue_wait(now=None) -> dict:
     """What waits for a worker now: `depth`, the executions a worker may claim (queued, or
     retrying and past their backoff), and `oldest_age_seconds`, how long the longest-waiting
     of them has waited (None when none): a queued one since it entered `queued`
-    (updated_at), a retrying one since it became due. The dashboard, /metrics and `manage.py status` all show this.
+    (updated_at), a retrying one since it became due. The dashboard, /metrics and
+    `manage.py status` all show this.
 
     Only waiting rows are read (the partial index on claimable executions)."""
     now = now or timezone.now()
@@ -63,10 +64,7 @@ def in_flight_by_route() -> list[dict]:
     from connectors.models import Route
 
     running = dict(
-        Execution.objects.running()
-        .order_by()
-        .values_list("route_id")
-        .annotate(n=Count("pk"))
+        Execution.objects.running().order_by().values_list("route_id").annotate(n=Count("pk"))
     )
     routes = Route.objects.filter(pk__in=running).order_by("name")
     return [

@@ -17,8 +17,8 @@ from django.db.models.signals import post_delete, post_save
 from guardrails.models import (
     AllowedAction,
     AllowedCallable,
-    AllowedHost,
     AllowedEventType,
+    AllowedHost,
     KillSwitch,
     PayloadSchema,
     RateLimit,

@@ -5,6 +5,7 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
+from connectors.models import Route
 from events.models import Event, Source, SourceKey, hash_key
 from guardrails.models import OperatorAction, RuntimeState
 from tests.test_ingest import ORDER, post
@@ -192,7 +193,14 @@ def test_admin_static_files_are_served_with_debug_off(client, settings):
 def test_the_connectors_page_lists_connectors_actions_and_open_circuits(admin_client):
     from connectors.models import CircuitBreaker
 
-    CircuitBreaker.objects.create(connector="http", target="api.example.com", state="open")
+    route = Route.objects.create(
+        name="crm",
+        event_type="order.*",
+        connector="http",
+        action="post",
+        params={"url": "https://api.example.com/x"},
+    )
+    CircuitBreaker.objects.create(route=route, target="api.example.com", state="open")
 
     page = admin_client.get("/admin/connectors/circuitbreaker/")
 

@@ -443,7 +443,7 @@ def test_a_bulk_operation_whose_worker_died_is_taken_over_where_it_stopped(
         status="running", started_at=timezone.now(), progressed_at=timezone.now()
     )
 
-    assert bulk.resume_stalled() == [operation.pk], "only the stalled one is sent again"
+    assert bulk.runnable_ids() == [operation.pk], "only the stalled one is taken over"
     assert bulk.run(alive.pk) == "skipped", "a live operation is not taken over"
     assert bulk.run(operation.pk) == "done"
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from events import execution as engine
+from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
 from guardrails.models import OperatorAction, RuntimeState
 from tests.test_engine import make_execution  # noqa: F401  (fixture)

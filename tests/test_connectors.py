@@ -18,7 +18,7 @@ from django.utils import timezone
 from connectors import circuits, net, templating
 from connectors.base import ExecutionContext, PermanentError, RetryableError
 from connectors.models import CircuitBreaker, Route
-from events import execution as engine
+from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
 from tests.sink import Sink
 from tests.test_ingest import post
@@ -477,18 +477,19 @@ def test_templates_run_no_code():
 
 
 def test_the_circuit_opens_after_repeated_failures_and_defers_without_spending_attempts(
-    routed, sink, settings
+    routed, client, source, sink, settings
 ):
     settings.CIRCUIT_FAILURE_THRESHOLD = 2
     settings.CIRCUIT_COOLDOWN_SECONDS = 60
     sink.script = [500, 500]
     first = routed("http", "post", {"url": sink.url}, backoff_base_seconds=0.01)
-    second = routed("http", "post", {"url": sink.url}, backoff_base_seconds=0.01)
+    assert post(client, {"event_id": "again", "type": first.event.type}, key=source.api_key)
+    second = Execution.objects.exclude(pk=first.pk).get(route=first.route)
 
     engine.run(first.pk)
     due(first)
     engine.run(first.pk)
-    circuit = CircuitBreaker.objects.get(connector="http", target="127.0.0.1")
+    circuit = CircuitBreaker.objects.get(route=first.route, target="127.0.0.1")
     assert circuit.state == "open"
 
     assert engine.run(second.pk) == "deferred"
@@ -499,6 +500,19 @@ def test_the_circuit_opens_after_repeated_failures_and_defers_without_spending_a
     assert len(sink.requests) == 2  # the deferred one made no call
 
 
+def test_an_open_circuit_does_not_stop_another_route_to_the_same_host(routed, sink, settings):
+    settings.CIRCUIT_FAILURE_THRESHOLD = 1
+    sink.script = [500]
+    failing = routed("http", "post", {"url": sink.url + "/broken"}, backoff_base_seconds=0.01)
+    healthy = routed("http", "post", {"url": sink.url + "/fine"})
+
+    assert engine.run(failing.pk) == ExecutionStatus.RETRYING
+    assert CircuitBreaker.objects.get(route=failing.route).state == "open"
+
+    assert engine.run(healthy.pk) == ExecutionStatus.SUCCEEDED
+    assert [r["path"] for r in sink.requests] == ["/hook/broken", "/hook/fine"]
+
+
 def test_a_half_open_probe_closes_the_circuit_again(routed, sink, settings):
     settings.CIRCUIT_FAILURE_THRESHOLD = 1
     sink.script = [500]
@@ -507,8 +521,8 @@ def test_a_half_open_probe_closes_the_circuit_again(routed, sink, settings):
     CircuitBreaker.objects.update(retry_at=timezone.now() - datetime.timedelta(seconds=1))
     due(ex)
 
-    assert circuits.before_call("http", "127.0.0.1").allowed  # the one probe
-    waiting = circuits.before_call("http", "127.0.0.1")
+    assert circuits.before_call(ex.route, "127.0.0.1").allowed  # the one probe
+    waiting = circuits.before_call(ex.route, "127.0.0.1")
     assert not waiting.allowed  # others wait, and look again soon, not at the probe's timeout
     assert waiting.retry_at <= timezone.now() + datetime.timedelta(seconds=2)
     CircuitBreaker.objects.update(

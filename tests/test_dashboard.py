@@ -111,13 +111,12 @@ def test_it_reports_how_long_the_oldest_due_execution_has_waited(source, route):
         status="retrying",
         next_attempt_at=NOW + datetime.timedelta(minutes=1),
     )
-    # Dispatched again since it was created: waits from then.
+    # Due again since it was created (a retry): waits from then.
     execution(
         event(source, 3, at=ago(hours=3)),
         other,
         status="retrying",
         next_attempt_at=ago(minutes=9),
-        dispatched_at=ago(minutes=9),
     )
     execution(event(source, 4, at=ago(hours=4)), other, status="succeeded")
 
@@ -195,7 +194,7 @@ def test_the_chart_escapes_its_text():
 
 
 def test_a_viewer_sees_the_dashboard_on_the_admin_index(client, viewer, source, route):
-    WorkerHeartbeat.objects.create(worker_id="w-1", hostname="h", pid=1, engine="db")
+    WorkerHeartbeat.objects.create(worker_id="w-1", hostname="h", pid=1, concurrency=32)
     bad = Route.objects.create(name="bad-route", event_type="*", connector="log", action="record")
     ex = execution(event(source, 1, at=ago(minutes=5)), bad, status="failed")
     attempt(ex, 1, started=ago(minutes=5), outcome="permanent_error", error_class="Refused")

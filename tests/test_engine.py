@@ -4,14 +4,16 @@ import datetime
 import random
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import Route
-from events import execution as engine
 from events import operations
+from events.engine import claims, leases
+from events.engine import runner as engine
 from events.models import Attempt, Event, Execution, ExecutionStatus
 from guardrails.killswitch import set_kill_switch
-from guardrails.models import OperatorAction
+from guardrails.models import OperatorAction, RuntimeState
 from tests.test_ingest import post
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +65,6 @@ def test_a_retryable_error_schedules_a_retry_within_the_backoff_ceiling(make_exe
     ex.refresh_from_db()
     assert before <= ex.next_attempt_at <= timezone.now() + datetime.timedelta(seconds=10)
     assert ex.last_error == "RetryableError: try 1 failed"
-    assert ex.dispatched_at == ex.next_attempt_at
     attempt = Attempt.objects.get(execution=ex)
     assert (attempt.number, attempt.outcome) == (1, "retryable_error")
 
@@ -149,13 +150,13 @@ def test_the_backoff_is_full_jitter_under_an_exponential_ceiling_capped():
 
 def test_the_reaper_requeues_an_execution_whose_worker_died(make_execution):
     ex = make_execution()
-    assert engine.claim(ex.pk, owner="dead-worker")
+    assert claims.claim_one(ex.pk, owner="dead-worker")
     Attempt.objects.create(execution=ex, number=1)
     Execution.objects.filter(pk=ex.pk).update(
         lease_expires_at=timezone.now() - datetime.timedelta(seconds=1)
     )
 
-    assert engine.reap()["requeued"] == 1
+    assert leases.reap()["requeued"] == 1
 
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.RETRYING
@@ -170,12 +171,12 @@ def test_the_reaper_requeues_an_execution_whose_worker_died(make_execution):
 
 def test_the_reaper_records_a_lost_attempt_when_the_worker_died_before_starting(make_execution):
     ex = make_execution()
-    engine.claim(ex.pk, owner="dead-worker")
+    claims.claim_one(ex.pk, owner="dead-worker")
     Execution.objects.filter(pk=ex.pk).update(
         lease_expires_at=timezone.now() - datetime.timedelta(seconds=1)
     )
 
-    engine.reap()
+    leases.reap()
 
     assert list(ex.attempt_set.values_list("number", "outcome", "worker")) == [
         (1, "lost", "dead-worker")
@@ -184,54 +185,43 @@ def test_the_reaper_records_a_lost_attempt_when_the_worker_died_before_starting(
 
 def test_the_reaper_leaves_a_live_lease_alone(make_execution):
     ex = make_execution()
-    engine.claim(ex.pk, owner="busy-worker")
+    claims.claim_one(ex.pk, owner="busy-worker")
 
-    assert engine.reap() == {"requeued": 0, "failed": 0, "redispatched": 0}
+    assert leases.reap() == {"requeued": 0, "failed": 0}
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.RUNNING
 
 
 def test_the_reaper_fails_an_expired_execution_that_is_out_of_attempts(make_execution):
     ex = make_execution(max_attempts=1)
-    engine.claim(ex.pk, owner="dead-worker")
+    claims.claim_one(ex.pk, owner="dead-worker")
     Execution.objects.filter(pk=ex.pk).update(
         lease_expires_at=timezone.now() - datetime.timedelta(seconds=1)
     )
 
-    assert engine.reap()["failed"] == 1
+    assert leases.reap()["failed"] == 1
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.FAILED
 
 
 def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(make_execution):
     ex = make_execution()
-    engine.claim(ex.pk, owner="slow-worker")
-    slow = Execution.objects.get(pk=ex.pk)
+    with transaction.atomic():
+        assert claims.claim_one(ex.pk, owner="slow-worker")
+        (job,) = engine.start([ex.pk], owner="slow-worker", state=RuntimeState.current()).jobs
     Execution.objects.filter(pk=ex.pk).update(
         lease_expires_at=timezone.now() - datetime.timedelta(seconds=1)
     )
-    engine.reap()
-    engine.claim(ex.pk, owner="new-worker")
+    leases.reap()
+    claims.claim_one(ex.pk, owner="new-worker")
 
-    assert engine._finish(slow, ExecutionStatus.SUCCEEDED) is False
-    assert engine.renew_lease(slow) is False
+    outcome = engine.call(job)
+    with transaction.atomic():
+        assert engine.settle([outcome], owner="slow-worker") == {ex.pk: "lease_lost"}
+    assert leases.renew("slow-worker", [ex.pk]) == {ex.pk}
     ex.refresh_from_db()
     assert (ex.status, ex.lease_owner) == (ExecutionStatus.RUNNING, "new-worker")
-
-
-def test_the_reaper_sends_a_lost_task_message_again(make_execution, settings):
-    from django_tasks_db.models import DBTaskResult
-
-    ex = make_execution()
-    DBTaskResult.objects.all().delete()  # the message is lost
-    Execution.objects.filter(pk=ex.pk).update(
-        dispatched_at=timezone.now()
-        - datetime.timedelta(seconds=settings.REDISPATCH_AFTER_SECONDS + 1)
-    )
-
-    assert engine.reap()["redispatched"] == 1
-    assert DBTaskResult.objects.count() == 1
-    assert engine.reap()["redispatched"] == 0  # not again until another grace period
+    assert Attempt.objects.get(execution=ex, number=1).outcome == "succeeded", "still recorded"
 
 
 def test_the_kill_switch_holds_at_claim_time_and_gives_the_attempt_back(make_execution):
@@ -242,7 +232,8 @@ def test_the_kill_switch_holds_at_claim_time_and_gives_the_attempt_back(make_exe
     ex.refresh_from_db()
     assert (ex.attempts, ex.lease_owner) == (0, "")
     assert not Attempt.objects.exists()
-    assert engine.reap()["redispatched"] == 0  # held stays held
+    assert leases.reap() == {"requeued": 0, "failed": 0}  # held stays held
+    assert not Execution.objects.due().exists()
 
 
 def test_releasing_held_executions_runs_them_once_and_is_audited(make_execution, operator):
@@ -307,34 +298,3 @@ def test_an_unrouted_event_runs_once_a_route_for_it_exists(client, source, opera
     event.refresh_from_db()
     assert event.status == "accepted"
     assert engine.run(event.executions.get().pk) == ExecutionStatus.SUCCEEDED
-
-
-@pytest.mark.django_db(transaction=True)
-def test_finished_task_queue_rows_are_pruned_but_executions_stay(make_execution):
-    from django_tasks_db.models import DBTaskResult
-
-    from events.workers import prune_task_results
-
-    ex = make_execution()
-    from django.core.management import call_command
-
-    call_command("runworker", no_loop=True, verbosity=0)
-    assert DBTaskResult.objects.finished().count() == 1
-
-    assert prune_task_results(older_than_seconds=3600) == 0
-    assert prune_task_results(older_than_seconds=0) == 1
-    ex.refresh_from_db()
-    assert ex.status == ExecutionStatus.SUCCEEDED
-
-
-def test_the_reaper_sends_nothing_again_while_the_queue_is_only_behind(make_execution, settings):
-    from django_tasks_db.models import DBTaskResult
-
-    make_execution()
-    long_ago = timezone.now() - datetime.timedelta(seconds=settings.REDISPATCH_AFTER_SECONDS + 1)
-    # Its message is still waiting in the queue, just behind others: nothing is lost.
-    Execution.objects.update(dispatched_at=long_ago)
-    DBTaskResult.objects.update(enqueued_at=long_ago)
-
-    assert engine.reap()["redispatched"] == 0
-    assert DBTaskResult.objects.count() == 1

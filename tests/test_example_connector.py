@@ -4,7 +4,7 @@ import pytest
 
 from connectors import registry
 from connectors.models import Route
-from events import execution as engine
+from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
 from tests.sink import Sink
 from tests.test_ingest import post

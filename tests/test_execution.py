@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from connectors.models import Route
-from events import execution as engine
+from events.engine import claims
+from events.engine import runner as engine
 from events.models import Attempt, Execution, ExecutionStatus
 from guardrails.killswitch import set_kill_switch
 from tests.test_ingest import ORDER, post
@@ -44,7 +45,7 @@ def test_the_worker_runs_the_log_connector_and_records_the_attempt(accepted):
     assert attempt.duration_ms is not None
 
 
-def test_a_task_delivered_twice_runs_the_action_once(accepted):
+def test_an_execution_run_twice_runs_the_action_once(accepted):
     assert engine.run(accepted.pk) == ExecutionStatus.SUCCEEDED
     assert engine.run(accepted.pk) == "skipped"
 
@@ -52,8 +53,8 @@ def test_a_task_delivered_twice_runs_the_action_once(accepted):
 
 
 def test_two_workers_cannot_both_claim_one_execution(accepted):
-    assert engine.claim(accepted.pk, owner="worker-a") is True
-    assert engine.claim(accepted.pk, owner="worker-b") is False
+    assert claims.claim_one(accepted.pk, owner="worker-a") is True
+    assert claims.claim_one(accepted.pk, owner="worker-b") is False
 
     accepted.refresh_from_db()
     assert accepted.lease_owner == "worker-a"

@@ -55,16 +55,17 @@ def test_it_accepts_a_new_event_and_creates_one_execution_per_matching_route(
     assert set(event.executions.values_list("status", flat=True)) == {ExecutionStatus.QUEUED}
 
 
-def test_it_writes_the_task_message_in_the_same_transaction_as_the_event(client, source, route):
-    # The database queue is a transactional outbox: the message commits or rolls back with
-    # the event and its executions, so a worker never sees one without the other.
-    from django_tasks_db.models import DBTaskResult
-
+def test_the_event_and_its_executions_commit_together_and_are_due_at_once(client, source, route):
+    # The executions table is the queue: nothing else is written, and a worker can claim
+    # the execution the moment the event commits, never before.
     with pytest.raises(RuntimeError), transaction.atomic():
         assert post(client, ORDER, key=source.api_key).status_code == 202
-        assert DBTaskResult.objects.count() == Execution.objects.count() == 1
+        assert Execution.objects.due().count() == 1
         raise RuntimeError("the surrounding transaction rolls back")
-    assert DBTaskResult.objects.count() == Execution.objects.count() == Event.objects.count() == 0
+    assert Execution.objects.count() == Event.objects.count() == 0
+
+    assert post(client, {**ORDER, "event_id": "o-2"}, key=source.api_key).status_code == 202
+    assert list(Execution.objects.due().values_list("event__event_id", flat=True)) == ["o-2"]
 
 
 def test_it_answers_duplicate_for_the_same_id_and_body_and_stores_nothing_new(

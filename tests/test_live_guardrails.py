@@ -46,7 +46,8 @@ def aware(value):
 
 
 def test_no_attempt_starts_after_the_kill_switch_is_acknowledged(runtime, sink):
-    add_route(runtime, "busy.job", "sink", "post", {"url": sink.url, "sleep": 0.05})
+    # 16 in flight at most (the default max_in_flight), 0.2 s each: 300 take about 4 s.
+    add_route(runtime, "busy.job", "sink", "post", {"url": sink.url, "sleep": 0.2})
     flood(runtime, "busy", 300, "busy.job")
     start_workers(runtime, 4)
     runtime.wait_for(lambda: len(sink.requests) >= 20, timeout=30)

@@ -186,6 +186,7 @@ def test_the_status_report_names_its_top_level_keys(document):
         "oldest_queued_seconds",
         "workers",
         "circuits",
+        "in_flight_by_route",
         "guardrail_decisions",
         "scoped_kill_switches",
     }
@@ -230,9 +231,9 @@ def test_a_busy_status_report_matches_the_schema(client, document, operator, sou
     from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
     from tests.test_ingest import ORDER, post
 
-    WorkerHeartbeat.objects.create(worker_id="w1", hostname="h", pid=1, engine="db")
+    WorkerHeartbeat.objects.create(worker_id="w1", hostname="h", pid=1, concurrency=32)
     for _ in range(10):
-        circuits.record_failure("log", "example", "boom")
+        circuits.record_failure(route, "example", "boom")
     set_scoped_kill_switch(
         scope="route", name="orders-to-log", engaged=True, actor=None, reason="x", via="api"
     )

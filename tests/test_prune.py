@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from events import execution as engine
+from events.engine import runner as engine
 from events.models import (
     Attempt,
     AttemptOutcome,
@@ -64,6 +64,11 @@ def old_events(source, route, n, *, days, status=ExecutionStatus.SUCCEEDED, even
             idempotency_key=Execution.new_idempotency_key(),
             last_error="Traceback ...",
             total_attempts=1,
+            **(
+                {"lease_owner": "w", "lease_expires_at": timezone.now()}
+                if status == ExecutionStatus.RUNNING
+                else {}
+            ),
         )
         for e in events
     )

@@ -143,7 +143,7 @@ def _claim_rows(plan: dict[int, int], *, owner: str, now) -> list[int]:
     params: list = [owner, _when(expires), _when(now)]
     if connection.vendor == "postgresql":
         chosen = (
-            "SELECT x.id FROM unnest(%s::bigint[], %s::int[]) AS r(route_id, take) "
+            "SELECT x.id FROM unnest(%s::bigint[], %s::int[]) AS r(route_id, take) "  # noqa: S608
             "CROSS JOIN LATERAL ("
             + pick.format(route="r.route_id", take="r.take")
             + " FOR UPDATE SKIP LOCKED) x"
@@ -152,11 +152,11 @@ def _claim_rows(plan: dict[int, int], *, owner: str, now) -> list[int]:
     else:
         parts = []
         for route_id, take in plan.items():
-            parts.append(f"SELECT id FROM ({pick.format(route='%s', take='%s')})")
+            parts.append(f"SELECT id FROM ({pick.format(route='%s', take='%s')})")  # noqa: S608
             params += [route_id, _when(now), take]
         chosen = " UNION ALL ".join(parts)
     sql = (
-        f"UPDATE {_TABLE} {set_clause} WHERE id IN ({chosen}) "  # noqa: S608
+        f"UPDATE {_TABLE} {set_clause} WHERE id IN ({chosen}) "
         f"AND status IN ({_CLAIMABLE}) RETURNING id"
     )
     with connection.cursor() as cursor:
@@ -212,4 +212,3 @@ def claim_one(execution_id: int, *, owner: str, now=None) -> bool:
         )
         == 1
     )
-

@@ -46,9 +46,7 @@ def reap(*, now: datetime.datetime | None = None, limit: int = 500) -> dict:
     now = now or timezone.now()
     requeued = failed = 0
     expired = list(
-        Execution.objects.expired(now).select_related("route").order_by("lease_expires_at")[
-            :limit
-        ]
+        Execution.objects.expired(now).select_related("route").order_by("lease_expires_at")[:limit]
     )
     for execution in expired:
         with transaction.atomic():

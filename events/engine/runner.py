@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -212,13 +212,9 @@ def _error_text(exc: BaseException) -> str:
 
 def call(job: Job) -> Outcome:
     """Call the connector for a started job and classify what happened. Never raises
-    for what the connector does; closes any database connection the connector opened."""
+    for what the connector does."""
     with log_context(**job.log_fields), config.bound(job.snapshot):
-        try:
-            return _call(job)
-        finally:
-            if connection.connection is not None:
-                connection.close()
+        return _call(job)
 
 
 def _call(job: Job) -> Outcome:
@@ -287,7 +283,14 @@ def _record_attempts(outcomes: list[Outcome]) -> None:
         rows.append(a)
     Attempt.objects.bulk_update(
         rows,
-        ["finished_at", "outcome", "error_class", "error_message", "response_summary", "duration_ms"],
+        [
+            "finished_at",
+            "outcome",
+            "error_class",
+            "error_message",
+            "response_summary",
+            "duration_ms",
+        ],
         batch_size=100,
     )
 

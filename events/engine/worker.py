@@ -109,6 +109,10 @@ class Worker:
             if job is None:
                 return
             outcome = runner.call(job)
+            if connection.connection is not None:
+                # A custom connector used the database: give the connection back, so
+                # the worker's connections stay bounded whatever the concurrency.
+                _close_quietly()
             self.done.put(outcome)
             self.nudge.set()
 
@@ -328,7 +332,11 @@ class Worker:
                 logger.warning("worker: could not give executions back (%s)", exc)
                 _close_quietly()
                 time.sleep(1)
-        logger.error("worker %s: gave up giving back %d execution(s); the reaper will", self.id, len(running))
+        logger.error(
+            "worker %s: gave up giving back %d execution(s); the reaper will",
+            self.id,
+            len(running),
+        )
 
 
 def _close_quietly():

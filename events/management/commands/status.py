@@ -82,19 +82,36 @@ class Command(BaseCommand):
         if report["workers"]:
             out += _table(
                 [
-                    (w["id"], w["hostname"], w["pid"], w["last_seen_at"], w["executions_run"])
+                    (
+                        w["id"],
+                        w["hostname"],
+                        w["pid"],
+                        f"{w['in_flight']}/{w['concurrency']}",
+                        w["claims"],
+                        w["executions_run"],
+                        w["last_seen_at"],
+                    )
                     for w in report["workers"]
                 ],
-                ("worker", "host", "pid", "last seen", "ran"),
+                ("worker", "host", "pid", "in flight", "claimed", "ran", "last seen"),
+            )
+        if report["in_flight_by_route"]:
+            out += ["", "in flight by route:"]
+            out += _table(
+                [
+                    (r["route"], r["in_flight"], r["max_in_flight"])
+                    for r in report["in_flight_by_route"]
+                ],
+                ("route", "in flight", "max in flight"),
             )
         out += ["", f"open circuits: {len(report['circuits'])}"]
         if report["circuits"]:
             out += _table(
                 [
-                    (c["connector"], c["target"], c["state"], c["consecutive_failures"])
+                    (c["route"], c["target"], c["state"], c["consecutive_failures"])
                     for c in report["circuits"]
                 ],
-                ("connector", "target", "state", "failures"),
+                ("route", "target", "state", "failures"),
             )
         out += ["", f"guardrail decisions: {len(report['guardrail_decisions'])}"]
         if report["guardrail_decisions"]:
