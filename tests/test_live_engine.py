@@ -1,5 +1,6 @@
 """The engine with real processes: SIGKILLed workers, SIGTERM, several workers."""
 
+import datetime
 import json
 import signal
 import sys
@@ -136,6 +137,83 @@ def test_sigterm_lets_the_current_action_finish_and_removes_the_heartbeat(runtim
     assert statuses(runtime) == {"succeeded": 1}
     assert list(sink.keys().values()) == [1]
     assert runtime.operator("GET", "/admin/status").json()["workers"] == []
+
+
+def moment(value) -> datetime.datetime:
+    """A timestamp read from either database (SQLite gives text)."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+def signal_worker(rt, name, *signals, pause=0.3):
+    """Send these signals to a worker's process group, `pause` seconds apart."""
+    import os
+
+    for sig in signals:
+        os.killpg(rt.procs[name].pid, sig)
+        time.sleep(pause)
+
+
+def test_sigterm_finishes_the_actions_in_flight_and_claims_nothing_more(runtime, sink):
+    add_route(
+        runtime, "slow.batch", "sink", "post", {"url": sink.url, "sleep": 2}, max_in_flight=8
+    )
+    for i in range(20):
+        assert runtime.post_event({"event_id": f"b-{i}", "type": "slow.batch"}).status_code == 202
+    name = runtime.start_worker()
+    runtime.wait_for(lambda: statuses(runtime).get("running") == 8, timeout=20)
+
+    signal_worker(runtime, name, signal.SIGTERM)
+    assert runtime.procs[name].wait(timeout=20) == 0
+
+    assert statuses(runtime) == {"succeeded": 8, "queued": 12}
+    assert len(sink.keys()) == 8
+    assert runtime.query("SELECT COUNT(*) FROM events_attempt") == [(8,)]
+    assert runtime.query("SELECT COUNT(*) FROM events_workerheartbeat") == [(0,)]
+
+
+def test_a_second_sigterm_abandons_the_actions_and_gives_them_back(runtime, sink):
+    add_route(
+        runtime, "stuck.batch", "sink", "post", {"url": sink.url, "sleep": 30}, max_in_flight=8
+    )
+    for i in range(10):
+        assert runtime.post_event({"event_id": f"s-{i}", "type": "stuck.batch"}).status_code == 202
+    name = runtime.start_worker()
+    runtime.wait_for(lambda: statuses(runtime).get("running") == 8, timeout=20)
+
+    started = time.monotonic()
+    signal_worker(runtime, name, signal.SIGTERM, signal.SIGTERM)
+    assert runtime.procs[name].wait(timeout=20) == 0
+    assert time.monotonic() - started < 10, "it did not wait for the 30 s actions"
+
+    assert statuses(runtime) == {"queued": 10}
+    outcomes = runtime.query("SELECT outcome, COUNT(*) FROM events_attempt GROUP BY outcome")
+    assert outcomes == [("abandoned", 8)]
+    assert sink.requests == []  # the sink connector sleeps before it sends
+
+
+def test_max_in_flight_holds_across_two_worker_processes(runtime, sink):
+    add_route(
+        runtime, "narrow.job", "sink", "post", {"url": sink.url, "sleep": 0.3}, max_in_flight=3
+    )
+    start_workers(runtime, 2)
+    runtime.wait_for(
+        lambda: len(runtime.operator("GET", "/admin/status").json()["workers"]) == 2, timeout=30
+    )
+    for i in range(30):
+        assert runtime.post_event({"event_id": f"n-{i}", "type": "narrow.job"}).status_code == 202
+
+    runtime.wait_for(lambda: statuses(runtime) == {"succeeded": 30}, timeout=60)
+    rows = runtime.query("SELECT started_at, finished_at, worker FROM events_attempt")
+    edges = sorted([(moment(a), 1) for a, _, _ in rows] + [(moment(b), -1) for _, b, _ in rows])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak == 3, "never more than max_in_flight at once, and it is used"
+    assert len({w for _, _, w in rows}) == 2, "both workers took part"
+    assert len(sink.keys()) == 30
 
 
 def test_several_workers_share_the_work_and_run_each_execution_once(runtime, sink):
