@@ -294,8 +294,9 @@ if WORKER_CONCURRENCY > 1000:
         f"WORKER_CONCURRENCY must be at most 1000; got {WORKER_CONCURRENCY}"
     )
 # After SIGTERM a worker claims nothing more and lets the actions in flight finish for this
-# long; then (or at a second SIGTERM) it gives the rest back to the queue.
-WORKER_GRACE_SECONDS = envint("WORKER_GRACE_SECONDS", 30, minimum=0)
+# long (by default longer than the http connectors' timeouts); then, or at a second
+# SIGTERM, it gives the rest back to the queue.
+WORKER_GRACE_SECONDS = envint("WORKER_GRACE_SECONDS", 40, minimum=0)
 # How long a claim lasts before the reaper may hand the execution to another worker; a
 # worker renews all of its leases every third of this.
 EXECUTION_LEASE_SECONDS = envint("EXECUTION_LEASE_SECONDS", 60, minimum=3)

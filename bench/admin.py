@@ -68,7 +68,7 @@ FROM generate_series(1, %(n)s) AS i, s, t
 FILL_EXECUTIONS = """
 WITH r AS (SELECT array_agg(id ORDER BY id) AS ids FROM connectors_route)
 INSERT INTO events_execution (event_id, route_id, status, status_reason, attempts,
-    total_attempts, idempotency_key, created_at, updated_at, next_attempt_at, dispatched_at,
+    total_attempts, idempotency_key, created_at, updated_at, next_attempt_at,
     lease_owner, lease_expires_at, finished_at, last_error)
 SELECT e.id,
        r.ids[1 + abs(hashtext(e.event_id)) %% cardinality(r.ids)],
@@ -76,7 +76,7 @@ SELECT e.id,
             WHEN abs(hashtext(e.event_id)) %% 20 = 0 THEN 'failed'
             WHEN abs(hashtext(e.event_id)) %% 50 = 1 THEN 'cancelled'
             ELSE 'succeeded' END,
-       '', 1, 1, md5('key' || e.event_id), e.received_at, e.received_at, NULL, e.received_at,
+       '', 1, 1, md5('key' || e.event_id), e.received_at, e.received_at, e.received_at,
        '', NULL, e.received_at + interval '50 milliseconds', ''
 FROM events_event e, r
 """
