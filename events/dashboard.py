@@ -21,7 +21,7 @@ from events.models import (
     Execution,
     ExecutionStatus,
 )
-from events.stats import workers_summary
+from events.stats import in_flight_by_route, workers_summary
 
 WINDOW_MINUTES = 60
 TOP = 5
@@ -226,6 +226,7 @@ def snapshot(now=None) -> dict:
         "oldest_queued_age": age,
         "oldest_queued_text": format_age(age),
         "workers": workers_summary(),
+        "in_flight_by_route": in_flight_by_route(),
         "failing_routes": failing_routes(now),
         "error_classes": error_classes(now),
     }

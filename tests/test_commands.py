@@ -175,6 +175,27 @@ def test_status_shows_a_table_with_the_mode_kill_switch_and_counts(make_executio
     assert "live workers: 0" in out and "open circuits: 0" in out
 
 
+def test_status_shows_each_workers_slots_and_the_routes_in_flight(make_execution):  # noqa: F811
+    from django.utils import timezone
+
+    from events.models import Execution, WorkerHeartbeat
+
+    WorkerHeartbeat.objects.create(
+        worker_id="w-7", hostname="box", pid=9, concurrency=32, in_flight=1, claims=12
+    )
+    ex = make_execution()
+    Execution.objects.filter(pk=ex.pk).update(
+        status="running", lease_owner="w-7", lease_expires_at=timezone.now()
+    )
+
+    out = run("status")
+
+    worker_row = next(line for line in out.splitlines() if line.startswith("w-7"))
+    assert worker_row.split()[:5] == ["w-7", "box", "9", "1/32", "12"]
+    route_row = next(line for line in out.splitlines() if line.startswith(ex.route.name))
+    assert route_row.split() == [ex.route.name, "1", "16"]
+
+
 def test_status_json_parses_and_has_the_oldest_queued_age(make_execution):  # noqa: F811
     assert json.loads(run("status", "--json"))["oldest_queued_seconds"] is None
     make_execution()

@@ -212,6 +212,30 @@ def test_a_viewer_sees_the_dashboard_on_the_admin_index(client, viewer, source, 
     assert "Events" in page  # the normal index is still below
 
 
+def test_the_dashboard_shows_each_workers_slots_and_what_runs_per_route(
+    client, viewer, source, route
+):
+    WorkerHeartbeat.objects.create(
+        worker_id="w-9", hostname="h", pid=1, concurrency=32, in_flight=5, claims=120
+    )
+    for n in range(3):
+        execution(
+            event(source, 10 + n, at=ago(minutes=1)),
+            route,
+            status="running",
+            lease_owner="w-9",
+            lease_expires_at=NOW + datetime.timedelta(minutes=1),
+        )
+    client.force_login(viewer)
+
+    page = client.get("/admin/").content.decode()
+
+    assert "5 of 32 in flight, 120 claimed" in page
+    table = page.split('id="in-flight-by-route"')[1].split("</table>")[0]
+    assert route.name in table
+    assert '<td class="num">3</td><td class="num">16</td>' in table
+
+
 def test_an_operator_sees_the_kill_switch_reason_on_a_red_banner(client, operator):
     set_kill_switch(engaged=True, actor=operator, reason="bad <deploy>", via="cli")
     client.force_login(operator)

@@ -118,6 +118,25 @@ def test_it_reports_the_queue_depth_and_how_long_the_oldest_has_waited(client, s
     assert 60 <= value(families, "automation_queue_oldest_age_seconds") < 120
 
 
+def test_it_shows_each_workers_slots_claims_and_what_runs_per_route(client, source, route):
+    from django.utils import timezone
+
+    from events.models import Execution, WorkerHeartbeat
+
+    WorkerHeartbeat.objects.create(
+        worker_id="w-1", hostname="h", pid=1, concurrency=32, in_flight=7, claims=400
+    )
+    send(client, source, "e-1")
+    Execution.objects.update(status="running", lease_owner="w-1", lease_expires_at=timezone.now())
+
+    families = scrape(client)
+
+    assert value(families, "automation_worker_concurrency", worker="w-1") == 32
+    assert value(families, "automation_worker_in_flight", worker="w-1") == 7
+    assert value(families, "automation_worker_claims", "_total", worker="w-1") == 400
+    assert value(families, "automation_route_in_flight", route=route.name) == 1
+
+
 def test_the_kill_switch_shows_as_engaged_with_the_mode(client, operator):
     set_scoped_kill_switch(
         scope="route", name="orders-to-log", engaged=True, actor="ops", reason="x", via="cli"
