@@ -268,3 +268,39 @@ def test_on_postgresql_a_committed_execution_wakes_a_listening_worker(source):
         assert woken.wait(5), "woken by the commit"
     finally:
         listener.stop()
+
+
+def test_a_worker_waiting_for_room_under_max_in_flight_does_not_spin(source, monkeypatch):
+    route = make_route(max_in_flight=1, sleep=0.5)
+    flood(source, route, 2)
+    calls = []
+    real = claims.claim_batch
+    monkeypatch.setattr(claims, "claim_batch", lambda **kw: calls.append(1) or real(**kw))
+
+    Worker(concurrency=4, poll_interval=0.05).run(until_idle=True, housekeeping=False)
+
+    assert set(Execution.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert len(calls) < 60, f"{len(calls)} claims in about a second: it polls, it does not spin"
+
+
+def test_a_bug_met_while_starting_one_execution_fails_it_and_not_the_batch(source, monkeypatch):
+    from guardrails import policy
+
+    route = make_route(max_in_flight=100)
+    bad, *good = flood(source, route, 3)
+    real = policy.decide_execution
+
+    def decide(*, execution, state=None):
+        if execution.pk == bad.pk:
+            raise KeyError("a rule with a bug")
+        return real(execution=execution, state=state)
+
+    monkeypatch.setattr(policy, "decide_execution", decide)
+    Worker(concurrency=4, poll_interval=0.01).run(until_idle=True, housekeeping=False)
+
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == ("failed", 0)
+    assert "could not start it" in bad.status_reason and "a rule with a bug" in bad.status_reason
+    assert set(
+        Execution.objects.filter(pk__in=[g.pk for g in good]).values_list("status", flat=True)
+    ) == {"succeeded"}

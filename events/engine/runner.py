@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -100,7 +100,7 @@ def _give_back(ids, owner: str, status: str, reason: str, *, until=None) -> None
     }
     if until is not None:
         fields["next_attempt_at"] = until
-    if status == ExecutionStatus.CANCELLED:
+    if status in (ExecutionStatus.CANCELLED, ExecutionStatus.FAILED):
         fields["finished_at"] = now
     Execution.objects.filter(
         pk__in=list(ids), status=ExecutionStatus.RUNNING, lease_owner=owner
@@ -144,66 +144,77 @@ def start(execution_ids, *, owner: str, state) -> Started:
             pending.clear()
 
     for ex, connector, target in prepared:
-        if ex.event.payload is None:
-            # Its event was pruned (docs/retention.md) after a replay queued it.
-            reason = "its event was pruned; there is no payload to run it with"
-            given_back.setdefault((ExecutionStatus.CANCELLED, reason, None), []).append(ex.pk)
-            result.not_started[ex.pk] = ExecutionStatus.CANCELLED
-            continue
         if snap.rate_limited:
             flush()
-        decision = policy.decide_execution(execution=ex, state=state)
-        if decision.verdict is policy.Verdict.DEFER:
-            # A rate limit: wait for the window without spending an attempt.
-            key = (ExecutionStatus.RETRYING, decision.reason, decision.until)
-            given_back.setdefault(key, []).append(ex.pk)
-            result.not_started[ex.pk] = "deferred"
-            continue
-        if not decision.allowed:
-            status = (
-                ExecutionStatus.BLOCKED
-                if decision.verdict is policy.Verdict.BLOCK
-                else ExecutionStatus.HELD
+        try:
+            job_or_verdict = _decide(ex, connector, target, state, snap, circuit_rows, owner)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            # A bug met while deciding (not the database): fail this one execution with
+            # the reason, rather than fail the batch and claim it again forever.
+            logger.exception("execution %s: could not be started", ex.pk)
+            job_or_verdict = (
+                ExecutionStatus.FAILED,
+                f"the worker could not start it: {exc}"[:MAX_ERROR_TEXT],
+                None,
             )
-            given_back.setdefault((status, decision.reason, None), []).append(ex.pk)
-            result.not_started[ex.pk] = status
+        if isinstance(job_or_verdict, Job):
+            pending.append(job_or_verdict)
             continue
-        gate = circuits.before_call(
-            ex.route, target, row=circuit_rows.get((ex.route_id, target)), known=True
-        )
-        if not gate.allowed:
-            key = (ExecutionStatus.RETRYING, gate.reason, gate.retry_at)
-            given_back.setdefault(key, []).append(ex.pk)
-            result.not_started[ex.pk] = "deferred"
-            continue
-        number = ex.total_attempts
-        attempt = Attempt(execution=ex, number=number, worker=owner, started_at=timezone.now())
-        context = ExecutionContext(
-            event_id=ex.event.event_id,
-            event_type=ex.event.type,
-            payload=ex.event.payload,
-            headers=ex.event.headers,
-            execution_id=ex.pk,
-            idempotency_key=ex.idempotency_key,
-            attempt=number,
-            deadline=ex.lease_expires_at,
-            received_at=ex.event.received_at.isoformat(),
-        )
-        pending.append(
-            Job(
-                execution=ex,
-                attempt=attempt,
-                connector=connector,
-                target=target,
-                dry_run=decision.dry_run,
-                snapshot=snap,
-                context=context,
-            )
-        )
+        status, reason, until = job_or_verdict
+        given_back.setdefault((status, reason, until), []).append(ex.pk)
+        result.not_started[ex.pk] = "deferred" if status == ExecutionStatus.RETRYING else status
     flush()
     for (status, reason, until), ids in given_back.items():
         _give_back(ids, owner, status, reason, until=until)
     return result
+
+
+def _decide(ex, connector, target, state, snap, circuit_rows, owner):
+    """A Job for an execution that may run now, or (status, reason, until) for one that
+    goes back without an attempt: cancelled, held, blocked, or deferred (retrying)."""
+    if ex.event.payload is None:
+        # Its event was pruned (docs/retention.md) after a replay queued it.
+        reason = "its event was pruned; there is no payload to run it with"
+        return ExecutionStatus.CANCELLED, reason, None
+    decision = policy.decide_execution(execution=ex, state=state)
+    if decision.verdict is policy.Verdict.DEFER:
+        # A rate limit: wait for the window without spending an attempt.
+        return ExecutionStatus.RETRYING, decision.reason, decision.until
+    if not decision.allowed:
+        status = (
+            ExecutionStatus.BLOCKED
+            if decision.verdict is policy.Verdict.BLOCK
+            else ExecutionStatus.HELD
+        )
+        return status, decision.reason, None
+    gate = circuits.before_call(
+        ex.route, target, row=circuit_rows.get((ex.route_id, target)), known=True
+    )
+    if not gate.allowed:
+        return ExecutionStatus.RETRYING, gate.reason, gate.retry_at
+    number = ex.total_attempts
+    context = ExecutionContext(
+        event_id=ex.event.event_id,
+        event_type=ex.event.type,
+        payload=ex.event.payload,
+        headers=ex.event.headers,
+        execution_id=ex.pk,
+        idempotency_key=ex.idempotency_key,
+        attempt=number,
+        deadline=ex.lease_expires_at,
+        received_at=ex.event.received_at.isoformat(),
+    )
+    return Job(
+        execution=ex,
+        attempt=Attempt(execution=ex, number=number, worker=owner, started_at=timezone.now()),
+        connector=connector,
+        target=target,
+        dry_run=decision.dry_run,
+        snapshot=snap,
+        context=context,
+    )
 
 
 def _error_text(exc: BaseException) -> str:

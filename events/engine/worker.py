@@ -223,15 +223,20 @@ class Worker:
     def _should_claim(self, now: float) -> bool:
         if self.stopping or self.concurrency - len(self.in_flight) + len(self.unsettled) <= 0:
             return False
-        if self.notified or self.left_behind:
+        if self.notified:
             return True
-        if now >= self.next_poll:
-            self.next_poll = now + self.poll_interval
-            try:
-                return claims.due_exists()
-            except DatabaseError as exc:
-                self._database_down(exc)
-        return False
+        if self.left_behind and self.unsettled:
+            return True  # what just finished may have made room for the work left behind
+        if now < self.next_poll:
+            return False
+        self.next_poll = now + self.poll_interval
+        if self.left_behind:
+            return True  # room may have been made on another worker
+        try:
+            return claims.due_exists()
+        except DatabaseError as exc:
+            self._database_down(exc)
+            return False
 
     def _turn(self) -> bool:
         """One transaction: settle what finished, renew leases if due, claim and start.
@@ -267,6 +272,12 @@ class Worker:
                         )
         except DatabaseError as exc:
             self._database_down(exc)
+            return False
+        except Exception:
+            # A bug, not the database: nothing of this turn was committed. Keep going
+            # rather than crash-loop; the results are settled again next turn.
+            logger.exception("worker %s: a turn of the loop failed", self.id)
+            self._database_down(RuntimeError("see the error above"))
             return False
         self._db_errors = 0
         for o in settling:
