@@ -48,6 +48,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ class Sizes:
     action_seconds: float = 1.0  # the sink's answer time where the slots must stay full
     kill_pause: tuple[float, float] = (1, 3)  # s between worker kills, drawn uniformly
     db_down_seconds: float = 8
+    restart_lease: int = 30  # EXECUTION_LEASE_SECONDS in db-restart: longer than the outage
     paced_seconds: float = 25  # gunicorn-kills and pg-restart spread their events over this
     client_threads: int = 8
 
@@ -167,6 +169,7 @@ class Outcome:
     duration: float = 0.0
     violations: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    facts: dict = dataclasses.field(default_factory=dict)  # figures for tests/test_chaos.py
 
     @property
     def passed(self) -> bool:
@@ -685,13 +688,18 @@ def check_workers(rt: Runtime, outcome: Outcome):
     """What the reapers did (from the workers' logs); no traceback in a worker's log; the
     reaper dead-lettered nothing (no execution ran out of attempts through lost leases)."""
     reaped = Counter()
-    lease_lost = tracebacks = 0
+    tracebacks = late = 0
+    expired, while_running = set(), []
     for path in sorted(rt.tmp.glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
             if "reaper: {" in line:
                 with contextlib.suppress(ValueError, SyntaxError):
                     reaped.update(ast.literal_eval(line[line.index("reaper: {") + 8 :]))
-            lease_lost += "lease lost" in line
+            elif ": lease expired: worker" in line:
+                expired.add(logged_execution(line))
+            elif ": lease lost while running" in line:
+                while_running.append(logged_execution(line))
+            late += ": lease lost before the result was saved" in line
             tracebacks += line.startswith("Traceback (most recent call last)")
     outcome.check(
         not reaped["failed"], f"the reapers failed {reaped['failed']} executions (out of attempts)"
@@ -707,10 +715,20 @@ def check_workers(rt: Runtime, outcome: Outcome):
             f"{last_traceback(rt, worst.stem)}",
         )
     note_failed_tries(rt, outcome)
+    never_reaped = [ex for ex in while_running if ex not in expired]
     outcome.note(
-        f"the reapers requeued {reaped['requeued']} executions whose lease expired; "
-        f"{lease_lost} 'lease lost' warnings in the workers' logs"
+        f"the reapers requeued {reaped['requeued']} executions whose lease expired; the "
+        f"workers logged 'lease lost before the result was saved' {late} times and 'lease "
+        f"lost while running' {len(while_running)} times, {len(never_reaped)} of them for "
+        "executions no reaper ever took"
     )
+
+
+def logged_execution(line: str) -> int | None:
+    """The id in a worker's log line `... execution 123: ...`."""
+    _, _, rest = line.partition(" execution ")
+    number = rest.split(":", 1)[0]
+    return int(number) if number.isdigit() else None
 
 
 def attempt_outcomes(rt: Runtime) -> dict[str, int]:
@@ -768,12 +786,17 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
     ):
         add_routes(rt, sink, lanes=2)
         rt.start_gunicorn(workers=3)
-        start_workers(rt, sizes)
         inflight = InFlight(rt)
         ids = [f"wk-{i:06d}" for i in range(sizes.kill_events)]
         flood = Flood(
             rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
         ).start()
+        # The workers start once a backlog is there, so their slots stay full however
+        # fast the machine ingests the rest.
+        budget.wait_until(
+            lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
+        )
+        start_workers(rt, sizes)
         kills: list[Kill] = []
         full = sizes.concurrency
 
@@ -838,6 +861,7 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
                 f"{name} (pid {pid}) was SIGKILLed holding {len(held)} running executions, "
                 f"not {full}",
             )
+        outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
         outcome.check(flood.join(), "the flood's clients did not finish")
         outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
         outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
@@ -1144,6 +1168,10 @@ class PrivateCluster:
             self.tmp = None
 
 
+# Leases that outlast the outage, as in db-restart.
+PG_RESTART_ENV = {"EXECUTION_LEASE_SECONDS": "30"}
+
+
 def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
     """Stop PostgreSQL mid-flood, start it again; 503 meanwhile, then recovery, no loss."""
     outcome.database = "PostgreSQL (private cluster)"
@@ -1154,7 +1182,7 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
     with (
         idempotent_sink(sizes.action_seconds / 4) as sink,
         PrivateCluster() as cluster,
-        runtime("postgres", cluster.url, **RESTART_ENV) as rt,
+        runtime("postgres", cluster.url, **PG_RESTART_ENV) as rt,
         evidence(rt, outcome),
     ):
         add_routes(rt, sink, lanes=2)
@@ -1271,9 +1299,6 @@ def pg_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
 
 
 # -- 4. database restart with every slot busy --------------------------------------------
-# The leases outlast the outage (production's default is 60 s): a worker that is alive
-# throughout must keep what it holds and settle it itself.
-RESTART_ENV = {"EXECUTION_LEASE_SECONDS": "30"}
 RESUME_BOUND = 15  # s after the database is back: the worker's retry wait (at most 10 s) + 5
 WORKER_ATTEMPTS = """
     SELECT worker, COUNT(*), MIN(started_at) FROM events_attempt WHERE started_at > %s
@@ -1289,21 +1314,24 @@ def db_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
         raise ValueError(f"db-restart runs on PostgreSQL only: {POSTGRES_ONLY['db-restart']}")
     budget = Budget(120 + sizes.restart_events * 0.03)
     full = sizes.concurrency
+    # The leases outlast the outage (as production's 60 s default outlasts a short
+    # restart): a worker that is alive throughout keeps what it holds and settles it.
+    env = {"EXECUTION_LEASE_SECONDS": str(sizes.restart_lease)}
+    if sizes.restart_lease <= sizes.db_down_seconds + 5:
+        outcome.note(
+            f"the {sizes.restart_lease} s leases may expire during the "
+            f"{sizes.db_down_seconds:g} s outage: the reapers may take them back"
+        )
     with (
         idempotent_sink(sizes.action_seconds) as sink,
         PrivateCluster() as cluster,
-        runtime("postgres", cluster.url, **RESTART_ENV) as rt,
+        runtime("postgres", cluster.url, **env) as rt,
         evidence(rt, outcome),
     ):
         add_routes(rt, sink, lanes=2)
         rt.start_gunicorn(workers=2)
-        start_workers(rt, sizes)
-        budget.wait_until(
-            lambda: len(rt.query(HEARTBEATS)) >= len(WORKERS), 30, "worker heartbeats"
-        )
-        pids = {name: rt.procs[name].pid for name in WORKERS}
-        owners = dict(rt.query(HEARTBEATS))
-        inflight = InFlight(rt)
+        # The events wait first, so both workers fill all their slots however fast the
+        # machine ingests.
         ids = [f"dr-{i:06d}" for i in range(sizes.restart_events)]
         flood = Flood(
             rt.port, ids, threads=sizes.client_threads, seconds=60, resend=True, lanes=2
@@ -1313,6 +1341,13 @@ def db_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
         outcome.check(
             outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
         )
+        start_workers(rt, sizes)
+        budget.wait_until(
+            lambda: len(rt.query(HEARTBEATS)) >= len(WORKERS), 30, "worker heartbeats"
+        )
+        pids = {name: rt.procs[name].pid for name in WORKERS}
+        owners = dict(rt.query(HEARTBEATS))
+        inflight = InFlight(rt)
         budget.wait_until(
             lambda: all(inflight.of(pid) >= full for pid in pids.values()),
             20,
@@ -1320,6 +1355,7 @@ def db_restart(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcom
             interval=0.02,
         )
         held = {name: rt.query(HELD, (owned_by(pid),)) for name, pid in pids.items()}
+        outcome.facts["held_at_stop"] = {name: len(rows) for name, rows in held.items()}
         rt.reset_connection()
         cluster.stop("immediate")
         down_at = time.monotonic()
@@ -1661,8 +1697,21 @@ BACKOFFS = "SELECT execution_id, number, set_at, next_attempt_at FROM chaos_back
 
 
 def record_backoffs(rt: Runtime):
-    for sql in BACKOFF_TRIGGERS[rt.kind]:
-        rt.query(sql)
+    """Install the chaos_backoff trigger, on a connection of its own (query() is for
+    statements that return rows)."""
+    if rt.kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(rt.env["DATABASE_URL"], autocommit=True, connect_timeout=5) as c:
+            for sql in BACKOFF_TRIGGERS["postgres"]:
+                c.execute(sql)
+    else:
+        conn = sqlite3.connect(rt.db_path, timeout=20, isolation_level=None)
+        try:
+            for sql in BACKOFF_TRIGGERS["sqlite"]:
+                conn.execute(sql)
+        finally:
+            conn.close()
 
 
 def check_backoff(rt: Runtime, outcome: Outcome):
@@ -1880,12 +1929,23 @@ def main(argv=None) -> int:
         default=None,
         help=f"runworker --concurrency of every worker (default: {FULL.concurrency})",
     )
+    parser.add_argument(
+        "--restart-lease",
+        type=int,
+        default=None,
+        help=f"EXECUTION_LEASE_SECONDS in db-restart (default: {FULL.restart_lease}; one "
+        "shorter than the outage lets the reapers take the leases back meanwhile)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.concurrency is not None:
         if not 1 <= args.concurrency <= 1000:
             parser.error("--concurrency must be between 1 and 1000")
         sizes = dataclasses.replace(sizes, concurrency=args.concurrency)
+    if args.restart_lease is not None:
+        if args.restart_lease < 3:
+            parser.error("--restart-lease must be at least 3 (EXECUTION_LEASE_SECONDS)")
+        sizes = dataclasses.replace(sizes, restart_lease=args.restart_lease)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     names = ALL if args.scenario == "all" else (args.scenario,)
     started = time.monotonic()

@@ -332,7 +332,9 @@ def test_cancel_and_release_go_to_the_background_above_the_threshold(
     act(admin_client, action, ids=["1"], across=True)
     operation = BulkOperation.objects.get()
     assert bulk.run(operation.pk) == BulkStatus.DONE
-    assert bulk.run(operation.pk) == "skipped", "a second claim of a finished operation does nothing"
+    assert bulk.run(operation.pk) == "skipped", (
+        "a second claim of a finished operation does nothing"
+    )
 
     operation.refresh_from_db()
     assert (operation.processed, operation.total, operation.affected) == (5, 5, 5)
