@@ -35,6 +35,10 @@ from guardrails.models import RuntimeState
 logger = logging.getLogger("events.engine")
 
 
+# How long finished calls may wait to be settled together (see _worth_waiting_for_more).
+GATHER_SECONDS = 0.01
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:64]
 
@@ -73,6 +77,7 @@ class Worker:
         self.next_poll = 0.0
         self.next_renewal = 0.0
         self._threads: list[threading.Thread] = []
+        self._first_done_at = 0.0
         self._db_errors = 0
 
     # -- signals --------------------------------------------------------------------------
@@ -195,6 +200,8 @@ class Worker:
                 if self.stopping and not self.in_flight:
                     return
                 self._gather()
+                if self._worth_waiting_for_more():
+                    continue
                 claimed_any = self._turn()
                 if until_idle and not self.in_flight and not claimed_any and not self._due():
                     return
@@ -210,9 +217,30 @@ class Worker:
     def _gather(self):
         while True:
             try:
-                self.unsettled.append(self.done.get_nowait())
+                outcome = self.done.get_nowait()
             except queue.Empty:
                 return
+            if not self.unsettled:
+                self._first_done_at = time.monotonic()
+            self.unsettled.append(outcome)
+
+    def _worth_waiting_for_more(self) -> bool:
+        """Hold a few finished calls back for up to GATHER_SECONDS, so that a turn (one
+        write transaction) settles several at once: on SQLite the write lock is then taken
+        a few dozen times a second instead of once per action. Never while stopping, nor
+        once a quarter of the slots are waiting to be settled and refilled."""
+        if not self.unsettled or self.stopping or self.abandon_now:
+            return False
+        if len(self.unsettled) >= max(1, self.concurrency // 4):
+            return False
+        if len(self.unsettled) == len(self.in_flight):
+            return False  # nothing else is running: nothing more will come
+        left = self._first_done_at + GATHER_SECONDS - time.monotonic()
+        if left <= 0:
+            return False
+        self.nudge.wait(left)
+        self.nudge.clear()
+        return True
 
     def _due(self) -> bool:
         try:
