@@ -54,9 +54,11 @@ class IdempotentSink:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        # The listen backlog is read when the server binds: set it on a subclass, or
+        # socketserver's 5 resets connections when many calls arrive at once.
+        server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
+        self.server = server_class((HOST, 0), Handler)
         self.server.daemon_threads = True
-        self.server.request_queue_size = 256
         self.port = self.server.server_address[1]
         self.url = f"http://{HOST}:{self.port}/effects"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -221,7 +221,7 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(make_execut
     assert leases.renew("slow-worker", [ex.pk]) == {ex.pk}
     ex.refresh_from_db()
     assert (ex.status, ex.lease_owner) == (ExecutionStatus.RUNNING, "new-worker")
-    assert Attempt.objects.get(execution=ex, number=1).outcome == "succeeded", "still recorded"
+    assert Attempt.objects.get(execution=ex, number=1).outcome == "lost", "the reaper's record"
 
 
 def test_the_kill_switch_holds_at_claim_time_and_gives_the_attempt_back(make_execution):

@@ -304,3 +304,31 @@ def test_a_bug_met_while_starting_one_execution_fails_it_and_not_the_batch(sourc
     assert set(
         Execution.objects.filter(pk__in=[g.pk for g in good]).values_list("status", flat=True)
     ) == {"succeeded"}
+
+
+def test_a_workers_own_reaper_spares_its_leases_so_it_can_renew_them_after_an_outage(source):
+    route = make_route(max_in_flight=100)
+    flood(source, route, 1)
+    (pk,) = claim("w", 1).ids
+    past = timezone.now() - datetime.timedelta(seconds=1)
+    Execution.objects.filter(pk=pk).update(lease_expires_at=past)
+
+    assert leases.reap(spare_owner="w") == {"requeued": 0, "failed": 0}
+    assert leases.renew("w", [pk]) == set(), "still its own: renewed"
+    Execution.objects.filter(pk=pk).update(lease_expires_at=past)
+    assert leases.reap(spare_owner="another-worker") == {"requeued": 1, "failed": 0}
+
+
+def test_a_worker_reports_no_lost_lease_for_what_it_has_just_settled(
+    source, caplog, settings
+):
+    settings.EXECUTION_LEASE_SECONDS = 0  # renew at every turn of the loop
+    route = make_route(max_in_flight=100, sleep=0.05)
+    flood(source, route, 30)
+    worker = Worker(concurrency=8, poll_interval=0.01)
+
+    with caplog.at_level("WARNING", logger="events.engine"):
+        worker.run(until_idle=True, housekeeping=False)
+
+    assert Execution.objects.filter(status="succeeded").count() == 30
+    assert not [r for r in caplog.records if "lease lost" in r.getMessage()]

@@ -35,19 +35,23 @@ def renew(owner: str, execution_ids, *, now=None) -> set[int]:
     return set(ids) - set(ours.values_list("pk", flat=True))
 
 
-def reap(*, now: datetime.datetime | None = None, limit: int = 500) -> dict:
+def reap(
+    *, now: datetime.datetime | None = None, limit: int = 500, spare_owner: str | None = None
+) -> dict:
     """Take back executions whose lease expired (their worker died). Safe to run on every
     worker at once: each is taken with a conditional UPDATE, so one reaper wins.
 
     Each goes back to be retried now, or to the dead letter if it is out of attempts;
     its open attempt is marked lost (or a lost attempt is recorded if the worker died
-    between its claim and the attempt row). Returns counts of what it did.
+    between its claim and the attempt row). `spare_owner` is the calling worker's own id:
+    its leases are its own to renew. Returns counts of what it did.
     """
     now = now or timezone.now()
     requeued = failed = 0
-    expired = list(
-        Execution.objects.expired(now).select_related("route").order_by("lease_expires_at")[:limit]
-    )
+    expired = Execution.objects.expired(now)
+    if spare_owner:
+        expired = expired.exclude(lease_owner=spare_owner)
+    expired = list(expired.select_related("route").order_by("lease_expires_at")[:limit])
     for execution in expired:
         with transaction.atomic():
             outcome = _take_back(execution, now)

@@ -332,27 +332,27 @@ def settle(outcomes: list[Outcome], *, owner: str) -> dict[int, str]:
     """Record finished calls: attempts, next states, circuits. Run in a transaction.
 
     Returns execution id -> new status, or `lease_lost` where the lease was no longer
-    ours (the reaper gave the execution away; the attempt is still recorded)."""
+    ours: the reaper gave the execution to be retried, and recorded this attempt as
+    `lost`. That record stays (the history says the execution went back because its
+    lease ran out); the late result is only logged."""
     if not outcomes:
         return {}
-    _record_attempts(outcomes)
     now = timezone.now()
     ids = [o.job.execution.pk for o in outcomes]
     # Lock what is still ours, then move it: the reaper cannot take a row in between.
+    # (Executions before attempts, the order the reaper takes them in.)
     mine = set(
         Execution.objects.select_for_update()
         .filter(pk__in=ids, status=ExecutionStatus.RUNNING, lease_owner=owner)
         .values_list("pk", flat=True)
     )
+    _record_attempts([o for o in outcomes if o.job.execution.pk in mine])
     statuses: dict[int, str] = {}
     same: dict[tuple, list[int]] = {}
     for o in outcomes:
         pk = o.job.execution.pk
         if pk not in mine:
-            logger.warning(
-                "execution %s: lease lost before the result was saved; the attempt is recorded",
-                pk,
-            )
+            _record_late(o)
             statuses[pk] = "lease_lost"
             continue
         status, fields = next_state(o)
@@ -376,6 +376,27 @@ def settle(outcomes: list[Outcome], *, owner: str) -> dict[int, str]:
         if o.outcome == AttemptOutcome.RETRYABLE_ERROR:
             circuits.record_failure(o.job.execution.route_id, o.job.target, o.error_text)
     return statuses
+
+
+def _record_late(o: Outcome) -> None:
+    """A result that came after the lease was lost: write it only on an attempt nobody has
+    closed (the worker's lease was cancelled or replayed away while the reaper had not yet
+    run); an attempt the reaper marked `lost` keeps that record."""
+    a = o.job.attempt
+    written = Attempt.objects.filter(pk=a.pk, finished_at__isnull=True).update(
+        finished_at=o.finished_at,
+        outcome=o.outcome,
+        error_class=o.error_class[:255],
+        error_message=o.error_text[:MAX_ERROR_TEXT],
+        response_summary=o.summary or {},
+        duration_ms=o.duration_ms,
+    )
+    logger.warning(
+        "execution %s: lease lost before the result (%s) was saved; %s",
+        o.job.execution.pk,
+        o.outcome,
+        "it is recorded on the attempt" if written else "the attempt stays as the reaper left it",
+    )
 
 
 def abandon(jobs: list[Job], *, owner: str, why: str) -> int:

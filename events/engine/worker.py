@@ -78,6 +78,7 @@ class Worker:
         self.next_renewal = 0.0
         self._threads: list[threading.Thread] = []
         self._first_done_at = 0.0
+        self._interrupt = threading.Event()  # set by a stop request
         self._db_errors = 0
 
     # -- signals --------------------------------------------------------------------------
@@ -105,6 +106,7 @@ class Worker:
                 len(self.in_flight),
                 self.grace_seconds,
             )
+        self._interrupt.set()
         self.nudge.set()
 
     # -- threads --------------------------------------------------------------------------
@@ -133,7 +135,9 @@ class Worker:
                     claims=self.claims,
                     run=self.executions_run,
                 )
-                done = leases.reap()
+                # Not our own leases: this process is alive, and its main loop renews
+                # them as soon as it can reach the database again (after an outage).
+                done = leases.reap(spare_owner=self.id)
                 if any(done.values()):
                     logger.info("reaper: %s", done)
                 if passes % 60 == 0:
@@ -283,7 +287,9 @@ class Worker:
             with transaction.atomic():
                 runner.settle(settling, owner=self.id)
                 if renew:
-                    for pk in leases.renew(self.id, list(self.in_flight)):
+                    settled = {o.job.execution.pk for o in settling}
+                    still_running = [pk for pk in self.in_flight if pk not in settled]
+                    for pk in leases.renew(self.id, still_running):
                         logger.warning("execution %s: lease lost while running", pk)
                 if claim:
                     local = Counter(
@@ -339,7 +345,7 @@ class Worker:
 
     def _database_down(self, exc):
         self._db_errors += 1
-        delay = min(0.5 * 2 ** min(self._db_errors - 1, 5), 10.0)
+        delay = min(0.5 * 2 ** min(self._db_errors - 1, 5), 5.0)
         logger.warning(
             "worker: database unavailable (%s: %s); trying again in %.1f s",
             type(exc).__name__,
@@ -347,8 +353,9 @@ class Worker:
             delay,
         )
         _close_quietly()
-        self.nudge.wait(delay)
-        self.nudge.clear()
+        # Only a stop request cuts the wait short: finished calls would otherwise wake
+        # the loop for one failing try after another and push the back-off to its cap.
+        self._interrupt.wait(delay)
 
     def _abandon(self):
         self._gather()
