@@ -125,6 +125,11 @@ class Worker:
 
     def _keeper(self, stopped: threading.Event):
         passes = 0
+        # After a database outage every worker was cut off, not only this one: a lease
+        # that ran out meanwhile says nothing about its worker. Reap again only once the
+        # others have had time to renew (their loops retry at least every 2 s).
+        settle_after_outage = settings.EXECUTION_LEASE_SECONDS / 3 + 2.0
+        reap_from = 0.0
         while True:
             try:
                 close_old_connections()
@@ -137,15 +142,17 @@ class Worker:
                 )
                 # Not our own leases: this process is alive, and its main loop renews
                 # them as soon as it can reach the database again (after an outage).
-                done = leases.reap(spare_owner=self.id)
-                if any(done.values()):
-                    logger.info("reaper: %s", done)
+                if time.monotonic() >= reap_from:
+                    done = leases.reap(spare_owner=self.id)
+                    if any(done.values()):
+                        logger.info("reaper: %s", done)
                 if passes % 60 == 0:
                     heartbeat.prune_stale()
                 passes += 1
             except DatabaseError as exc:
                 logger.warning("housekeeping skipped: database unavailable (%s)", exc)
                 _close_quietly()
+                reap_from = time.monotonic() + settle_after_outage
             except Exception:
                 logger.exception("housekeeping failed")
             if stopped.wait(settings.REAPER_INTERVAL_SECONDS):
@@ -345,7 +352,7 @@ class Worker:
 
     def _database_down(self, exc):
         self._db_errors += 1
-        delay = min(0.5 * 2 ** min(self._db_errors - 1, 5), 5.0)
+        delay = min(0.5 * 2 ** min(self._db_errors - 1, 5), 2.0)
         logger.warning(
             "worker: database unavailable (%s: %s); trying again in %.1f s",
             type(exc).__name__,
