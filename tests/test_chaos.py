@@ -7,6 +7,7 @@ Idempotency-Key on 127.0.0.1, and fails with the evidence it found. Select them 
 `-m chaos`.
 """
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -29,8 +30,8 @@ PG_URL = os.environ.get("DATABASE_URL", "")
 SIZES = chaos.QUICK
 
 
-def run(scenario: str) -> chaos.Outcome:
-    outcome = chaos.run(scenario, KIND, SIZES, PG_URL)
+def run(scenario: str, sizes: "chaos.Sizes" = SIZES) -> chaos.Outcome:
+    outcome = chaos.run(scenario, KIND, sizes, PG_URL)
     assert outcome.passed, outcome.report()
     return outcome
 
@@ -48,8 +49,15 @@ def test_workers_sigkilled_with_32_in_flight_lose_no_event_and_repeat_no_side_ef
     reason="SQLite is a file in the workers' own processes: there is no database server "
     "to restart (on PostgreSQL the scenario restarts a private cluster of its own)",
 )
-def test_a_database_restart_with_32_in_flight_leaves_each_worker_running_and_resuming():
-    outcome = run("db-restart")
+@pytest.mark.parametrize(
+    "lease",
+    [SIZES.restart_lease, 5],
+    ids=["leases-outlast-the-outage", "leases-expire-during-the-outage"],
+)
+def test_a_database_restart_with_32_in_flight_leaves_each_worker_running_and_resuming(lease):
+    # With leases shorter than the outage, the reapers must still leave live workers'
+    # work alone once the database is back (it cut every worker off, not one).
+    outcome = run("db-restart", dataclasses.replace(SIZES, restart_lease=lease))
     assert outcome.side_effects == outcome.executions == SIZES.restart_events
     assert outcome.facts["held_at_stop"] == dict.fromkeys(chaos.WORKERS, 32)
     assert outcome.absorbed == 0  # nothing ran twice: every worker kept its leases
