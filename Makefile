@@ -39,8 +39,10 @@ wrk:
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get install -y -qq wrk || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }; }
 
-## Benchmark the execution engine on SQLite and PostgreSQL (see bench/README.md).
-## BENCH_ARGS=--quick for a shorter run.
+## The execution engine on SQLite and PostgreSQL: drain rates, fairness beside a hanging
+## route, accept-to-start latency, ingest beside a busy worker, worker memory and database
+## connections, through the http connector to sinks on 127.0.0.1 (see bench/README.md).
+## BENCH_ARGS=--quick for a shorter run, BENCH_ARGS=--strict to exit 1 on a missed goal.
 bench-engine: $(STAMP)
 	$(PY) bench/engine.py $(BENCH_ARGS)
 
