@@ -57,6 +57,18 @@ class Result:
     summary: dict = field(default_factory=dict)
 
 
+_validators: dict[int, tuple[dict, jsonschema.Draft202012Validator]] = {}
+
+
+def _validator(schema: dict) -> jsonschema.Draft202012Validator:
+    """One validator per action schema, built once: workers validate the rendered
+    parameters before every call, and building a validator costs more than using it."""
+    cached = _validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _validators[id(schema)] = (schema, jsonschema.Draft202012Validator(schema))
+    return cached[1]
+
+
 class Connector:
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -75,9 +87,8 @@ class Connector:
             )
         if not isinstance(params, dict):
             raise ValueError("Parameters must be a JSON object.")
-        schema = self.actions[action]
         errors = sorted(
-            jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: e.path
+            _validator(self.actions[action]).iter_errors(params), key=lambda e: e.path
         )
         if errors:
             where = json_path(errors[0].absolute_path, root="(parameters)")

@@ -34,14 +34,17 @@ def _cooldown():
     return datetime.timedelta(seconds=settings.CIRCUIT_COOLDOWN_SECONDS)
 
 
-def not_closed(keys) -> dict:
-    """The circuits among these (route id, target) pairs that are not closed, by pair: one
-    query for a whole claimed batch, so a closed circuit costs nothing per call."""
+def not_clean(keys) -> dict:
+    """The circuits among these (route id, target) pairs that are not closed or count
+    failures, by pair: one query for a whole claimed batch. A pair with no entry has a
+    clean closed circuit (or none): its call goes through, and its success needs no
+    write. (A failure another worker records meanwhile is reset by the next success
+    that saw it.)"""
     keys = {(route_id, target) for route_id, target in keys if target}
     if not keys:
         return {}
     rows = CircuitBreaker.objects.filter(route_id__in={r for r, _ in keys}).exclude(
-        state=CircuitState.CLOSED
+        state=CircuitState.CLOSED, consecutive_failures=0
     )
     return {(row.route_id, row.target): row for row in rows if (row.route_id, row.target) in keys}
 

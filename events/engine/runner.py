@@ -12,13 +12,14 @@
 """
 
 import datetime
+import itertools
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -47,6 +48,9 @@ class Job:
     snapshot: Any
     context: ExecutionContext
     started: float = field(default_factory=time.monotonic)
+    # Its circuit was open, half-open or counting failures when it started: a success
+    # must reset it. (A clean or missing circuit needs no write.)
+    circuit_to_reset: bool = False
 
     @property
     def log_fields(self) -> dict:
@@ -132,7 +136,7 @@ def start(execution_ids, *, owner: str, state) -> Started:
     ordered = [executions[i] for i in execution_ids if i in executions]
     snap = config.snapshot(state.config_token)
     prepared = [(ex, *_connector_and_target(ex.route)) for ex in ordered]
-    circuit_rows = circuits.not_closed((ex.route_id, target) for ex, _, target in prepared)
+    circuit_rows = circuits.not_clean((ex.route_id, target) for ex, _, target in prepared)
     pending: list[Job] = []
     given_back: dict[tuple, list[int]] = {}
 
@@ -214,6 +218,7 @@ def _decide(ex, connector, target, state, snap, circuit_rows, owner):
         dry_run=decision.dry_run,
         snapshot=snap,
         context=context,
+        circuit_to_reset=(ex.route_id, target) in circuit_rows,
     )
 
 
@@ -281,28 +286,90 @@ def _outcome(job: Job, outcome: str, **fields) -> Outcome:
     )
 
 
+def update_rows(model, values_by_pk: dict[int, dict], *, only_where=None) -> set[int]:
+    """UPDATE each row (by primary key) to its own values, and return the keys updated.
+    `only_where` ({field: value}) is what a row must still hold to be updated.
+
+    One statement for all rows with the same fields: UPDATE ... FROM (VALUES ...) on
+    PostgreSQL (one round trip, conditional, RETURNING what it moved); on SQLite one
+    prepared statement run for each row, after reading which rows qualify, which is exact
+    there because the transaction holds the write lock from its start. Django's
+    bulk_update builds one CASE per field and row, which cost more than everything else a
+    worker did."""
+    if only_where and connection.vendor != "postgresql":
+        keep = set(
+            model.objects.filter(pk__in=list(values_by_pk), **only_where).values_list(
+                "pk", flat=True
+            )
+        )
+        values_by_pk = {pk: v for pk, v in values_by_pk.items() if pk in keep}
+        only_where = None
+    updated: set[int] = set()
+    by_fields: dict[tuple, list] = {}
+    for pk, values in values_by_pk.items():
+        by_fields.setdefault(tuple(sorted(values)), []).append((pk, values))
+    meta = model._meta
+    for names, rows in by_fields.items():
+        fields = [meta.get_field(name) for name in names]
+        params = [
+            [pk] + [f.get_db_prep_save(values[f.name], connection) for f in fields]
+            for pk, values in rows
+        ]
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                flat = list(itertools.chain.from_iterable(params))
+                where = [
+                    (meta.get_field(name), value) for name, value in (only_where or {}).items()
+                ]
+                flat += [f.get_db_prep_save(value, connection) for f, value in where]
+                cursor.execute(_update_from_values(meta, fields, len(rows), where), flat)
+                updated.update(pk for (pk,) in cursor.fetchall())
+            else:
+                by_pk = [[*values, pk] for pk, *values in params]
+                cursor.executemany(_update_by_pk(meta, fields), by_pk)
+                updated.update(pk for pk, _ in rows)
+    return updated
+
+
+def _update_by_pk(meta, fields) -> str:
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    # Only model metadata is interpolated; every value is a parameter.
+    return f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+
+
+def _update_from_values(meta, fields, n: int, where=()) -> str:
+    """One statement for n rows (PostgreSQL): UPDATE ... FROM (VALUES ...), each value
+    cast to its column's type, only where the row still holds `where`'s values."""
+    quote = connection.ops.quote_name
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    names = ", ".join(["pk", *(f"v{i}" for i in range(len(fields)))])
+    row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+    assignments = ", ".join(
+        f"{quote(f.column)} = v.v{i}::{f.db_type(connection)}" for i, f in enumerate(fields)
+    )
+    return (
+        f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * n)}) "  # noqa: S608
+        f"AS v({names}) WHERE {table}.{pk} = v.pk::{meta.pk.db_type(connection)}"
+        + "".join(f" AND {table}.{quote(f.column)} = %s" for f, _ in where)
+        + f" RETURNING {table}.{pk}"
+    )
+
+
 def _record_attempts(outcomes: list[Outcome]) -> None:
-    rows = []
-    for o in outcomes:
-        a = o.job.attempt
-        a.finished_at = o.finished_at
-        a.outcome = o.outcome
-        a.error_class = o.error_class[:255]
-        a.error_message = o.error_text[:MAX_ERROR_TEXT]
-        a.response_summary = o.summary or {}
-        a.duration_ms = o.duration_ms
-        rows.append(a)
-    Attempt.objects.bulk_update(
-        rows,
-        [
-            "finished_at",
-            "outcome",
-            "error_class",
-            "error_message",
-            "response_summary",
-            "duration_ms",
-        ],
-        batch_size=100,
+    update_rows(
+        Attempt,
+        {
+            o.job.attempt.pk: {
+                "finished_at": o.finished_at,
+                "outcome": o.outcome,
+                "error_class": o.error_class[:255],
+                "error_message": o.error_text[:MAX_ERROR_TEXT],
+                "response_summary": o.summary or {},
+                "duration_ms": o.duration_ms,
+            }
+            for o in outcomes
+        },
     )
 
 
@@ -338,39 +405,29 @@ def settle(outcomes: list[Outcome], *, owner: str) -> dict[int, str]:
     if not outcomes:
         return {}
     now = timezone.now()
-    ids = [o.job.execution.pk for o in outcomes]
-    # Lock what is still ours, then move it: the reaper cannot take a row in between.
-    # (Executions before attempts, the order the reaper takes them in.)
-    mine = set(
-        Execution.objects.select_for_update()
-        .filter(pk__in=ids, status=ExecutionStatus.RUNNING, lease_owner=owner)
-        .values_list("pk", flat=True)
-    )
-    _record_attempts([o for o in outcomes if o.job.execution.pk in mine])
     statuses: dict[int, str] = {}
-    same: dict[tuple, list[int]] = {}
+    moves: dict[int, dict] = {}
     for o in outcomes:
-        pk = o.job.execution.pk
-        if pk not in mine:
-            _record_late(o)
-            statuses[pk] = "lease_lost"
-            continue
         status, fields = next_state(o)
-        statuses[pk] = status
+        statuses[o.job.execution.pk] = status
         fields.update(status=status, lease_owner="", lease_expires_at=None, updated_at=now)
         if status in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED):
             fields["finished_at"] = now
-        if status == ExecutionStatus.RETRYING:
-            Execution.objects.filter(pk=pk).update(**fields)  # its own next_attempt_at
-        else:
-            key = tuple(sorted(fields.items(), key=lambda kv: kv[0]))
-            same.setdefault(key, []).append(pk)
-    for key, pks in same.items():
-        Execution.objects.filter(pk__in=pks).update(**dict(key))
+        moves[o.job.execution.pk] = fields
+    # A conditional update: only rows still running under our lease move (executions
+    # before attempts, the order the reaper takes them in).
+    mine = update_rows(
+        Execution, moves, only_where={"status": ExecutionStatus.RUNNING, "lease_owner": owner}
+    )
+    _record_attempts([o for o in outcomes if o.job.execution.pk in mine])
+    for o in outcomes:
+        if o.job.execution.pk not in mine:
+            _record_late(o)
+            statuses[o.job.execution.pk] = "lease_lost"
     circuits.record_successes(
         (o.job.execution.route_id, o.job.target)
         for o in outcomes
-        if o.outcome == AttemptOutcome.SUCCEEDED
+        if o.outcome == AttemptOutcome.SUCCEEDED and o.job.circuit_to_reset
     )
     for o in outcomes:
         if o.outcome == AttemptOutcome.RETRYABLE_ERROR:
@@ -406,16 +463,18 @@ def abandon(jobs: list[Job], *, owner: str, why: str) -> int:
     if not jobs:
         return 0
     now = timezone.now()
-    for job in jobs:
-        a = job.attempt
-        a.finished_at = now
-        a.outcome = AttemptOutcome.ABANDONED
-        a.error_class = "WorkerStopped"
-        a.error_message = why
-        a.duration_ms = int((time.monotonic() - job.started) * 1000)
-    Attempt.objects.bulk_update(
-        [job.attempt for job in jobs],
-        ["finished_at", "outcome", "error_class", "error_message", "duration_ms"],
+    update_rows(
+        Attempt,
+        {
+            job.attempt.pk: {
+                "finished_at": now,
+                "outcome": AttemptOutcome.ABANDONED,
+                "error_class": "WorkerStopped",
+                "error_message": why,
+                "duration_ms": int((time.monotonic() - job.started) * 1000),
+            }
+            for job in jobs
+        },
     )
     return Execution.objects.filter(
         pk__in=[job.execution.pk for job in jobs],

@@ -74,6 +74,7 @@ class Worker:
         self.abandon_now = False
         self.grace_deadline = float("inf")
         self.left_behind = True
+        self.last_claim_came_back_empty = False
         self.next_poll = 0.0
         self.next_renewal = 0.0
         self._threads: list[threading.Thread] = []
@@ -214,7 +215,14 @@ class Worker:
                 if self._worth_waiting_for_more():
                     continue
                 claimed_any = self._turn()
-                if until_idle and not self.in_flight and not claimed_any and not self._due():
+                # With until_idle, done when nothing is due, or what is due could not be
+                # claimed (it waits for room under max_in_flight held by another worker).
+                if (
+                    until_idle
+                    and not self.in_flight
+                    and not claimed_any
+                    and (self.last_claim_came_back_empty or not self._due())
+                ):
                     return
                 self._wait()
         finally:
@@ -246,6 +254,8 @@ class Worker:
             return False
         if len(self.unsettled) == len(self.in_flight):
             return False  # nothing else is running: nothing more will come
+        if connection.vendor != "sqlite":
+            return False  # other databases have no single writer lock to spare
         left = self._first_done_at + GATHER_SECONDS - time.monotonic()
         if left <= 0:
             return False
@@ -328,6 +338,7 @@ class Worker:
         if renew:
             self.next_renewal = now + settings.EXECUTION_LEASE_SECONDS / 3
         if claim:
+            self.last_claim_came_back_empty = not claimed.ids
             self.left_behind = claimed.left_behind
             self.claims += len(claimed.ids)
         if started:
