@@ -159,8 +159,8 @@ def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict, state) -> Ing
                         ]
                     )
                     if execution_status == ExecutionStatus.QUEUED:
-                        # Delivered on commit: a worker cannot look before the rows exist.
-                        wake.notify()
+                        # After the commit: a worker cannot look before the rows exist.
+                        wake.notify_after_commit()
                 return IngestResult(outcome=status, event=event)
             existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
             if existing is None:
