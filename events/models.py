@@ -318,7 +318,7 @@ class Execution(models.Model):
     """One route's run for one event: the unit the worker claims, retries and records.
 
     The executions table is the engine's queue: a worker claims due rows straight from
-    it (events/engine/claims.py), so there is no task message beside a row."""
+    it (events/engine/claims.py); nothing else has to be delivered for it to run."""
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="executions")
     route = models.ForeignKey(
