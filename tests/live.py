@@ -125,10 +125,11 @@ class LiveRuntime:
         self.wait_ready()
         return self
 
-    def start_worker(self) -> str:
-        """Start one more worker process; returns its name in self.procs."""
+    def start_worker(self, *args: str) -> str:
+        """Start one more worker process (extra runworker arguments in args); returns its
+        name in self.procs."""
         name = f"worker-{time.monotonic_ns()}"
-        self._spawn(name, [PY, "manage.py", "runworker", "--interval", "0.1"])
+        self._spawn(name, [PY, "manage.py", "runworker", "--interval", "0.1", *args])
         return name
 
     def wait_ready(self, timeout: float = 30):

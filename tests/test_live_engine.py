@@ -197,7 +197,10 @@ def test_max_in_flight_holds_across_two_worker_processes(runtime, sink):
     add_route(
         runtime, "narrow.job", "sink", "post", {"url": sink.url, "sleep": 0.3}, max_in_flight=3
     )
-    start_workers(runtime, 2)
+    # At concurrency 3 a worker gives one route at most 2 slots: only the two together
+    # can reach the route's 3, and nothing lets them pass it.
+    for _ in range(2):
+        runtime.start_worker("--concurrency", "3")
     runtime.wait_for(
         lambda: len(runtime.operator("GET", "/admin/status").json()["workers"]) == 2, timeout=30
     )
