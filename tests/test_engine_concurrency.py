@@ -319,9 +319,7 @@ def test_a_workers_own_reaper_spares_its_leases_so_it_can_renew_them_after_an_ou
     assert leases.reap(spare_owner="another-worker") == {"requeued": 1, "failed": 0}
 
 
-def test_a_worker_reports_no_lost_lease_for_what_it_has_just_settled(
-    source, caplog, settings
-):
+def test_a_worker_reports_no_lost_lease_for_what_it_has_just_settled(source, caplog, settings):
     settings.EXECUTION_LEASE_SECONDS = 0  # renew at every turn of the loop
     route = make_route(max_in_flight=100, sleep=0.05)
     flood(source, route, 30)
