@@ -87,9 +87,7 @@ class Connector:
             )
         if not isinstance(params, dict):
             raise ValueError("Parameters must be a JSON object.")
-        errors = sorted(
-            _validator(self.actions[action]).iter_errors(params), key=lambda e: e.path
-        )
+        errors = sorted(_validator(self.actions[action]).iter_errors(params), key=lambda e: e.path)
         if errors:
             where = json_path(errors[0].absolute_path, root="(parameters)")
             raise ValueError(f"{where}: {errors[0].message}")
