@@ -55,5 +55,5 @@ class SinkConnector(Connector):
             if exc.code >= 500 or exc.code == 429:
                 raise RetryableError(f"sink answered {exc.code}") from None
             raise PermanentError(f"sink answered {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise RetryableError(f"sink unreachable: {exc}") from None
