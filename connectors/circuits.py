@@ -49,12 +49,15 @@ def not_clean(keys) -> dict:
     return {(row.route_id, row.target): row for row in rows if (row.route_id, row.target) in keys}
 
 
-def before_call(route, target: str, *, row=None, known=False) -> Gate:
+_UNREAD = object()
+
+
+def before_call(route, target: str, *, row=_UNREAD) -> Gate:
     """May a call for this route (a Route) to this target go through now? `row` is its
-    circuit if the caller read it already (`known=True`: None means closed)."""
+    circuit if the caller read it already (None: clean or none, see not_clean)."""
     if not target:
         return Gate(True)
-    if not known:
+    if row is _UNREAD:
         row = CircuitBreaker.objects.filter(route_id=route.pk, target=target).first()
     if row is None or row.state == CircuitState.CLOSED:
         return Gate(True)
@@ -100,10 +103,6 @@ def record_successes(keys) -> None:
     CircuitBreaker.objects.filter(match).exclude(
         state=CircuitState.CLOSED, consecutive_failures=0
     ).update(state=CircuitState.CLOSED, consecutive_failures=0, retry_at=None, opened_at=None)
-
-
-def record_success(route, target: str) -> None:
-    record_successes([(_id(route), target)])
 
 
 def record_failure(route, target: str, error: str) -> None:

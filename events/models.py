@@ -309,6 +309,14 @@ class ExecutionQuerySet(models.QuerySet):
             status__in=CLAIMABLE_STATUSES, next_attempt_at__lte=now or timezone.now()
         )
 
+    def running_by_route(self) -> dict[int, int]:
+        """{route id: running executions} over all workers, for the routes in this
+        queryset's rows (expired leases not yet reaped included: their action may still
+        be going on). Served by the partial index on running executions."""
+        return dict(
+            self.running().order_by().values_list("route_id").annotate(n=models.Count("pk"))
+        )
+
     def expired(self, now=None):
         """Running with a lease that has run out: its worker stopped answering."""
         return self.running().filter(lease_expires_at__lt=now or timezone.now())

@@ -1,6 +1,7 @@
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from connectors.models import Route
 from events.engine.heartbeat import live_workers
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 
@@ -61,11 +62,7 @@ def workers_summary() -> list[dict]:
 def in_flight_by_route() -> list[dict]:
     """Running executions per route over all workers, next to each route's max_in_flight:
     which destinations are holding the worker slots now."""
-    from connectors.models import Route
-
-    running = dict(
-        Execution.objects.running().order_by().values_list("route_id").annotate(n=Count("pk"))
-    )
+    running = Execution.objects.running_by_route()
     routes = Route.objects.filter(pk__in=running).order_by("name")
     return [
         {"route": r.name, "in_flight": running[r.pk], "max_in_flight": r.max_in_flight}

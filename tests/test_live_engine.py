@@ -155,14 +155,19 @@ def signal_worker(rt, name, *signals, pause=0.3):
         time.sleep(pause)
 
 
+def worker_with_8_in_flight(rt, sink, *, events: int, sleep: float) -> str:
+    """`events` events to a route whose action takes `sleep` s, at most 8 at once; one
+    worker started and holding 8 of them. Returns the worker's name."""
+    add_route(rt, "slow.batch", "sink", "post", {"url": sink.url, "sleep": sleep}, max_in_flight=8)
+    for i in range(events):
+        assert rt.post_event({"event_id": f"b-{i}", "type": "slow.batch"}).status_code == 202
+    name = rt.start_worker()
+    rt.wait_for(lambda: statuses(rt).get("running") == 8, timeout=20)
+    return name
+
+
 def test_sigterm_finishes_the_actions_in_flight_and_claims_nothing_more(runtime, sink):
-    add_route(
-        runtime, "slow.batch", "sink", "post", {"url": sink.url, "sleep": 2}, max_in_flight=8
-    )
-    for i in range(20):
-        assert runtime.post_event({"event_id": f"b-{i}", "type": "slow.batch"}).status_code == 202
-    name = runtime.start_worker()
-    runtime.wait_for(lambda: statuses(runtime).get("running") == 8, timeout=20)
+    name = worker_with_8_in_flight(runtime, sink, events=20, sleep=2)
 
     signal_worker(runtime, name, signal.SIGTERM)
     assert runtime.procs[name].wait(timeout=20) == 0
@@ -174,13 +179,7 @@ def test_sigterm_finishes_the_actions_in_flight_and_claims_nothing_more(runtime,
 
 
 def test_a_second_sigterm_abandons_the_actions_and_gives_them_back(runtime, sink):
-    add_route(
-        runtime, "stuck.batch", "sink", "post", {"url": sink.url, "sleep": 30}, max_in_flight=8
-    )
-    for i in range(10):
-        assert runtime.post_event({"event_id": f"s-{i}", "type": "stuck.batch"}).status_code == 202
-    name = runtime.start_worker()
-    runtime.wait_for(lambda: statuses(runtime).get("running") == 8, timeout=20)
+    name = worker_with_8_in_flight(runtime, sink, events=10, sleep=30)
 
     started = time.monotonic()
     signal_worker(runtime, name, signal.SIGTERM, signal.SIGTERM)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F
+from django.db.models import F
 from django.utils import timezone
 
 from events.models import CLAIMABLE_STATUSES, Execution, ExecutionStatus
@@ -46,10 +46,6 @@ class Claimed:
     # A route had due work it was not given (max_in_flight, fairness or free slots): a
     # slot freed later may be used for it, so the worker should claim again soon.
     left_behind: bool = False
-
-
-def _q(name: str) -> str:
-    return connection.ops.quote_name(name)
 
 
 def _when(value: datetime.datetime):
@@ -88,22 +84,6 @@ def _routes_with_due_work(now, cap: int) -> list[tuple[int, int, int]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [_when(now), cap])
         return [(int(a), int(b), int(c)) for a, b, c in cursor.fetchall()]
-
-
-def running_counts(route_ids) -> dict[int, int]:
-    """Running executions per route, over all workers (expired leases not yet reaped
-    included: their action may still be going on)."""
-    route_ids = list(route_ids)
-    if not route_ids:
-        return {}
-    rows = (
-        Execution.objects.running()
-        .filter(route_id__in=route_ids)
-        .order_by()
-        .values_list("route_id")
-        .annotate(n=Count("pk"))
-    )
-    return dict(rows)
 
 
 def share(slots: int, routes, *, local: dict, per_route_cap: int) -> dict[int, int]:
@@ -180,7 +160,7 @@ def claim_batch(*, owner: str, slots: int, concurrency: int, local: dict, now=No
     routes = _routes_with_due_work(now, cap=slots)
     if not routes:
         return Claimed()
-    running = running_counts(r for r, _, _ in routes)
+    running = Execution.objects.filter(route_id__in=[r for r, _, _ in routes]).running_by_route()
     plan = share(
         slots,
         [(r, limit - running.get(r, 0), due) for r, limit, due in routes],

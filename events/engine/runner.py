@@ -193,9 +193,7 @@ def _decide(ex, connector, target, state, snap, circuit_rows, owner):
             else ExecutionStatus.HELD
         )
         return status, decision.reason, None
-    gate = circuits.before_call(
-        ex.route, target, row=circuit_rows.get((ex.route_id, target)), known=True
-    )
+    gate = circuits.before_call(ex.route, target, row=circuit_rows.get((ex.route_id, target)))
     if not gate.allowed:
         return ExecutionStatus.RETRYING, gate.reason, gate.retry_at
     number = ex.total_attempts
