@@ -1,6 +1,7 @@
 """Small matching and naming rules that several apps share."""
 
 import fnmatch
+import math
 
 
 def type_matches(pattern: str, event_type: str) -> bool:
@@ -19,3 +20,29 @@ def json_path(parts, *, root: str = "(body)") -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or root
+
+
+def non_finite_path(value) -> tuple | None:
+    """The path of the first number in a JSON value that is infinite or NaN (what
+    `json.loads` makes of `1e400` or `NaN`), or None. No database stores those as JSON."""
+    stack = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path
+        if isinstance(item, dict):
+            stack.extend((child, (*path, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (*path, n)) for n, child in enumerate(item))
+    return None
+
+
+def finite_json_problem(value, *, root: str) -> str | None:
+    """A message naming the out-of-range number in an operator's JSON, or None."""
+    path = non_finite_path(value)
+    if path is None:
+        return None
+    return (
+        f"{json_path(path, root=root)}: the number is out of range (infinite or NaN); "
+        "JSON numbers must be finite."
+    )

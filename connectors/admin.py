@@ -4,8 +4,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from connectors import registry
+from connectors import circuits, registry
+from connectors.base import hint_of, is_sealed, path_text, sealed_in, value_at, with_value_at
 from connectors.models import CircuitBreaker, CircuitState, Route
+from guardrails.permissions import may_operate
 
 
 def _connectors_help():
@@ -37,14 +39,81 @@ class RouteForm(forms.ModelForm):
             "backoff_cap_seconds",
         )
 
+    # What a stored secret looks like in the parameters editor: a hint, never the value.
+    MASK = "••••"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["connector"].choices = [(n, n) for n in registry.names()]
-        self.fields["connector"].help_text = _connectors_help()
-        self.fields["params"].help_text = (
-            "JSON object. Strings may use placeholders such as {{ event.data.order.id }} "
-            "or {{ event.headers.x-request-id }}."
-        )
+        # A read-only form (viewers, operators) has none of these fields.
+        if "connector" in self.fields:
+            self.fields["connector"].choices = [(n, n) for n in registry.names()]
+            self.fields["connector"].help_text = _connectors_help()
+        if "params" in self.fields:
+            self.fields["params"].help_text = (
+                "JSON object. Strings may use placeholders such as {{ event.data.order.id }} "
+                "or {{ event.headers.x-request-id }}. Secrets (webhook_forward's secret, "
+                "credential headers) are stored encrypted and shown masked: leave the mask "
+                "to keep the stored secret, or type a new value to replace it."
+            )
+            stored = self._stored_secrets()
+            if stored:
+                params = self.initial.get("params", self.instance.params)
+                for path, value in stored.items():
+                    params = with_value_at(params, path, self._mask(value))
+                self.initial["params"] = params
+
+    @classmethod
+    def _mask(cls, stored) -> str:
+        if is_sealed(stored):
+            return f"{stored.get('hint', '')}…{cls.MASK} (stored encrypted)"
+        return f"{hint_of(stored)}…{cls.MASK} (stored in plain; encrypted when saved)"
+
+    def _stored_secrets(self) -> dict:
+        """Path -> stored value of each secret of the saved route: its sealed markers, and
+        plain values where the connector expects a secret (a route saved before sealing)."""
+        params = self.instance.params if self.instance.pk else None
+        if not isinstance(params, dict):
+            return {}
+        found = dict(sealed_in(params))
+        try:
+            connector = registry.get(self.instance.connector)
+        except registry.UnknownConnector:
+            return found
+        for path in connector.secret_params(self.instance.action, params):
+            if isinstance(value_at(params, path), str):
+                found[path] = value_at(params, path)
+        return found
+
+    def clean_params(self):
+        """The mask of a stored secret, where it was shown, keeps that secret; anything
+        typed there replaces it. A mask moved elsewhere or a sealed value typed in is
+        refused: the editor never takes ciphertext or a mask for a secret."""
+        params = self.cleaned_data.get("params")
+        stored = self._stored_secrets()
+        for path, value in stored.items():
+            if value_at(params, path) == self._mask(value):
+                params = with_value_at(params, path, value)
+        for path, value in self._leaves(params):
+            if is_sealed(value) and stored.get(path) != value:
+                raise forms.ValidationError(
+                    f"{path_text(path)}: type the secret itself; a sealed value cannot be "
+                    "entered here."
+                )
+            if isinstance(value, str) and self.MASK in value and stored.get(path) != value:
+                raise forms.ValidationError(
+                    f"{path_text(path)}: this is the mask of a stored secret, not a value; "
+                    "type the secret again."
+                )
+        return params
+
+    @classmethod
+    def _leaves(cls, value, path=()):
+        if is_sealed(value) or not isinstance(value, dict | list):
+            yield path, value
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from cls._leaves(item, (*path, key))
 
 
 @admin.register(Route)
@@ -62,6 +131,19 @@ class RouteAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "dry_run", "connector")
     search_fields = ("name", "event_type")
+
+    def get_fields(self, request, obj=None):
+        # Read-only pages render params from the model, sealed markers and all: show the
+        # editor's masked copy instead.
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [("masked_params" if name == "params" else name) for name in fields]
+        return fields
+
+    @admin.display(description="Params")
+    def masked_params(self, obj):
+        masked = RouteForm(instance=obj).initial.get("params", obj.params)
+        return format_html("<pre>{}</pre>", json.dumps(masked, indent=2, ensure_ascii=False))
 
 
 @admin.register(CircuitBreaker)
@@ -113,20 +195,14 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         colour = {"closed": "#2e7d32", "open": "#c62828", "half_open": "#ef6c00"}[obj.state]
         return format_html('<b style="color:{}">{}</b>', colour, obj.get_state_display())
 
-    @admin.action(description="Close the circuit (let calls through again)")
-    def close(self, request, queryset):
-        from guardrails import audit
+    def has_operate_permission(self, request):
+        return may_operate(request.user)
 
-        n = queryset.exclude(state=CircuitState.CLOSED).update(
-            state=CircuitState.CLOSED, consecutive_failures=0, retry_at=None
-        )
-        audit.record(
-            actor=request.user,
-            via="admin",
-            action="circuit.close",
-            target=json.dumps([str(c) for c in queryset])[:255],
-            count=n,
-        )
+    @admin.action(
+        description="Close the circuit (let calls through again)", permissions=["operate"]
+    )
+    def close(self, request, queryset):
+        n = circuits.close(queryset, actor=request.user, via="admin")
         self.message_user(request, f"{n} circuit(s) closed.", messages.SUCCESS)
 
     def has_add_permission(self, request):

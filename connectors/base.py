@@ -12,6 +12,13 @@ from typing import Any, ClassVar
 import jsonschema
 
 from automation_runtime.patterns import json_path
+from guardrails import sealing
+from guardrails.secrets import REDACTED
+
+SEALED = "$sealed"
+SEALING_PURPOSE = "connectors.route.secret-param"
+# Known prefixes of credentials, kept whole in a hint (plus 3 characters of what follows).
+_HINT_PREFIXES = ("whsec_", "ak_", "sk_", "Bearer ", "Basic ", "Token ")
 
 
 class ConnectorError(Exception):
@@ -57,6 +64,115 @@ class Result:
     summary: dict = field(default_factory=dict)
 
 
+# -- secrets in parameters ----------------------------------------------------------------
+# A secret parameter is stored as a sealed marker, {"$sealed": <Fernet token>, "hint":
+# "whsec_abc"}, in place of its plain value; see Connector.secret_params.
+
+
+def is_sealed(value) -> bool:
+    """Is this a sealed marker (a secret stored encrypted)?"""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get(SEALED), str)
+        and set(value) <= {SEALED, "hint"}
+    )
+
+
+def hint_of(secret: str) -> str:
+    """Enough of a secret to tell it apart from another, never enough to matter."""
+    for known in _HINT_PREFIXES:
+        if secret.startswith(known):
+            return secret[: len(known) + 3]
+    return secret[: min(4, len(secret) // 4)]
+
+
+def seal_secret(plain: str) -> dict:
+    """The sealed marker of a plain secret (raises sealing.SealingUnavailable)."""
+    return {SEALED: sealing.seal(plain, purpose=SEALING_PURPOSE), "hint": hint_of(plain)}
+
+
+def unseal_secret(marker: dict) -> str | None:
+    """The plain secret, or None when no current or fallback SECRET_KEY reads it."""
+    return sealing.unseal(marker[SEALED], purpose=SEALING_PURPOSE)
+
+
+def path_text(path: tuple) -> str:
+    """A parameter path as people read it: `headers.Authorization`."""
+    return json_path(path, root="(parameters)")
+
+
+_MISSING = object()
+
+
+def value_at(params, path: tuple, default=None):
+    """The value at a path of keys and list indexes, or default."""
+    value = params
+    for key in path:
+        in_dict = isinstance(value, dict) and key in value
+        in_list = isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value)
+        if not (in_dict or in_list):
+            return default
+        value = value[key]
+    return value
+
+
+def with_value_at(params, path: tuple, value):
+    """A copy of params with the value at path replaced (the path must exist)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(params, list):
+        copy = list(params)
+        copy[head] = with_value_at(params[head], rest, value)
+        return copy
+    return {**params, head: with_value_at(params[head], rest, value)}
+
+
+def sealed_in(value, path: tuple = ()):
+    """(path, marker) for every sealed marker in params."""
+    if is_sealed(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from sealed_in(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from sealed_in(item, (*path, index))
+
+
+def replace_sealed(value, replace, path: tuple = ()):
+    """A copy of params with every sealed marker replaced by replace(path, marker)."""
+    if is_sealed(value):
+        return replace(path, value)
+    if isinstance(value, dict):
+        return {key: replace_sealed(item, replace, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [replace_sealed(item, replace, (*path, i)) for i, item in enumerate(value)]
+    return value
+
+
+def _unreadable(path: tuple) -> str:
+    return (
+        f"{path_text(path)}: the stored secret cannot be read with SECRET_KEY or "
+        "SECRET_KEY_FALLBACKS (was SECRET_KEY changed without keeping the old one as a "
+        "fallback?); type it again in the route."
+    )
+
+
+def _schema_message(error, secret_paths) -> str:
+    where = json_path(error.absolute_path, root="(parameters)")
+    if tuple(error.absolute_path) not in secret_paths:
+        return f"{where}: {error.message}"
+    # jsonschema's message repeats the value: say what is wrong without it.
+    problems = {
+        "type": f"must be of type {error.validator_value!r}",
+        "pattern": "does not have the required form",
+        "minLength": "is too short",
+        "maxLength": "is too long",
+    }
+    return f"{where}: {problems.get(error.validator, 'is not valid')} (the value is secret)"
+
+
 _validators: dict[int, tuple[dict, jsonschema.Draft202012Validator]] = {}
 
 
@@ -87,14 +203,76 @@ class Connector:
             )
         if not isinstance(params, dict):
             raise ValueError("Parameters must be a JSON object.")
+        params = self._revealed_for_checks(params)
+        secret_paths = set(self.secret_params(action, params))
         errors = sorted(_validator(self.actions[action]).iter_errors(params), key=lambda e: e.path)
         if errors:
-            where = json_path(errors[0].absolute_path, root="(parameters)")
-            raise ValueError(f"{where}: {errors[0].message}")
+            raise ValueError(_schema_message(errors[0], secret_paths))
+        for path in secret_paths:
+            value = value_at(params, path)
+            if isinstance(value, str) and "{{" in value:
+                raise ValueError(
+                    f"{path_text(path)}: a secret cannot contain a placeholder; type the "
+                    "value itself."
+                )
         self.check(action, params)
 
+    def _revealed_for_checks(self, params: dict) -> dict:
+        def reveal(path, marker):
+            plain = unseal_secret(marker)
+            if plain is None:
+                raise ValueError(_unreadable(path))
+            return plain
+
+        return replace_sealed(params, reveal)
+
     def check(self, action: str, params: dict) -> None:
-        """Further checks of a connector's own; raise ValueError."""
+        """Further checks of a connector's own; raise ValueError.
+
+        Secrets arrive here in plain: never put a value in the message."""
+
+    def check_rendered(self, action: str, params: dict, *, template: dict) -> None:
+        """Run-time checks of the rendered parameters against the route's own (`template`,
+        as saved, placeholders and all); raise ValueError. Called after validate."""
+
+    def secret_params(self, action: str, params: dict) -> list[tuple]:
+        """The paths (tuples of keys) of the parameters that are secrets, such as
+        `("secret",)` or `("headers", "Authorization")`. They are stored encrypted, shown
+        masked, kept out of summaries and logs, and may not contain placeholders.
+
+        `params` may be anything the operator typed: check types before looking inside."""
+        return []
+
+    def seal_secrets(self, action: str, params) -> dict:
+        """params with each plain secret replaced by its sealed marker (raises
+        sealing.SealingUnavailable when there is no real SECRET_KEY)."""
+        if not isinstance(params, dict):
+            return params
+        for path in self.secret_params(action, params):
+            value = value_at(params, path)
+            if isinstance(value, str):
+                params = with_value_at(params, path, seal_secret(value))
+        return params
+
+    def reveal_secrets(self, params: dict) -> dict:
+        """params with every sealed marker replaced by the plain secret, for execute.
+        Raises PermanentError, naming the parameter, when one cannot be read."""
+
+        def reveal(path, marker):
+            plain = unseal_secret(marker)
+            if plain is None:
+                raise PermanentError(_unreadable(path))
+            return plain
+
+        return replace_sealed(params, reveal)
+
+    def redact_secrets(self, action: str, params: dict) -> dict:
+        """params with every secret, sealed or plain, replaced by "[redacted]"."""
+        params = replace_sealed(params, lambda path, marker: REDACTED)
+        for path in self.secret_params(action, params):
+            if value_at(params, path, _MISSING) is not _MISSING:
+                params = with_value_at(params, path, REDACTED)
+        return params
 
     def target(self, action: str, params: dict) -> str:
         """What the action talks to (a host name), for its circuit breaker; "" for none."""
@@ -106,5 +284,10 @@ class Connector:
     def dry_run(self, action: str, params: dict, context: ExecutionContext) -> Result:
         """Describe what execute would do, without doing it."""
         return Result(
-            summary={"dry_run": True, "connector": self.name, "action": action, "params": params}
+            summary={
+                "dry_run": True,
+                "connector": self.name,
+                "action": action,
+                "params": self.redact_secrets(action, params),
+            }
         )

@@ -11,7 +11,7 @@ from connectors import net
 from connectors.base import Connector, ExecutionContext, PermanentError, Result, RetryableError
 from events import signatures
 from guardrails import policy
-from guardrails.secrets import redact_headers
+from guardrails.secrets import is_secret_header, redact_headers
 
 logger = logging.getLogger("connectors")
 
@@ -57,6 +57,8 @@ class LogConnector(Connector):
 
 
 class _HttpTarget(Connector):
+    """A connector that calls a URL: its scheme, host and port are fixed in the route."""
+
     def target(self, action, params):
         try:
             return net.parse_target(params.get("url", ""))[1]
@@ -64,14 +66,24 @@ class _HttpTarget(Connector):
             return ""
 
     def check(self, action, params):
-        url = params.get("url", "")
-        if "{{" in url.split("//", 1)[-1].split("/", 1)[0]:
-            raise ValueError("url: the host part cannot be a template placeholder.")
-        if "{{" not in url:
-            try:
-                net.parse_target(url)
-            except PermanentError as exc:
-                raise ValueError(f"url: {exc}") from None
+        try:
+            net.template_origin(params.get("url", ""))
+        except PermanentError as exc:
+            raise ValueError(f"url: {exc}") from None
+
+    def check_rendered(self, action, params, *, template):
+        # Defence in depth: whatever the event filled in, the request goes where the
+        # route's literal URL says.
+        try:
+            expected = net.template_origin(template.get("url", ""))
+        except PermanentError as exc:
+            raise ValueError(f"url: in the route: {exc}; correct the route") from None
+        actual = net.template_origin(params["url"])
+        if actual != expected:
+            raise ValueError(
+                "url: after templating it points at {}://{}:{}, not {}://{}:{} as the route "
+                "says; the event may fill only the path and the query".format(*actual, *expected)
+            )
 
 
 class HttpConnector(_HttpTarget):
@@ -90,6 +102,18 @@ class HttpConnector(_HttpTarget):
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     }
 
+    def secret_params(self, action, params):
+        headers = params.get("headers") if isinstance(params, dict) else None
+        if not isinstance(headers, dict):
+            return []
+        return [("headers", name) for name in headers if is_secret_header(name)]
+
+    def check(self, action, params):
+        super().check(action, params)
+        for name, value in params.get("headers", {}).items():
+            if problem := net.header_name_problem(name) or net.header_value_problem(value):
+                raise ValueError(f"headers.{name}: {problem}" if name else f"headers: {problem}")
+
     def _request_parts(self, action, params, context):
         headers = {"Idempotency-Key": context.idempotency_key, **params.get("headers", {})}
         body = None
@@ -104,6 +128,7 @@ class HttpConnector(_HttpTarget):
         return Result(summary={"request": {"method": method, "url": url}, **response.summary()})
 
     def dry_run(self, action, params, context):
+        params = self.redact_secrets(action, params)
         method, url, headers, _ = self._request_parts(action, params, context)
         return Result(
             summary={
@@ -137,12 +162,18 @@ class WebhookForwardConnector(_HttpTarget):
         }
     }
 
+    def secret_params(self, action, params):
+        return [("secret",)] if isinstance(params, dict) and "secret" in params else []
+
     def check(self, action, params):
         super().check(action, params)
         try:
             signatures.check_secret("standard_webhooks", params["secret"])
         except ValueError as exc:
             raise ValueError(f"secret: {exc}") from None
+        for index, name in enumerate(params.get("headers", [])):
+            if problem := net.header_name_problem(name):
+                raise ValueError(f"headers[{index}]: {problem}")
 
     def execute(self, action, params, context):
         body = json.dumps(context.payload, ensure_ascii=False, separators=(",", ":")).encode()

@@ -11,10 +11,12 @@ import datetime
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from connectors.models import CircuitBreaker, CircuitState
+from guardrails import audit
 
 # A probe that never reports back (its worker died) is given up after this long.
 PROBE_TIMEOUT = datetime.timedelta(seconds=120)
@@ -136,3 +138,23 @@ def summary() -> list[dict]:
         }
         for c in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED).select_related("route")
     ]
+
+
+def close(circuits, *, actor, via: str) -> int:
+    """Close these circuits (let calls through again), audited; returns how many were open
+    or half open. Closed ones are left as they are and not named in the audit record."""
+    with transaction.atomic():
+        opened = list(circuits.exclude(state=CircuitState.CLOSED).select_related("route"))
+        if not opened:
+            return 0
+        n = CircuitBreaker.objects.filter(pk__in=[c.pk for c in opened]).update(
+            state=CircuitState.CLOSED, consecutive_failures=0, retry_at=None
+        )
+        audit.record(
+            actor=actor,
+            via=via,
+            action="circuit.close",
+            target=", ".join(str(c) for c in opened)[:255],
+            count=n,
+        )
+    return n

@@ -3,9 +3,13 @@ import random
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models.signals import pre_save
+from django.dispatch import receiver
 
-from automation_runtime.patterns import type_matches
+from automation_runtime.patterns import finite_json_problem, type_matches
 from connectors import registry, templating
+from connectors.base import value_at
+from guardrails import sealing
 from guardrails.config import WatchedQuerySet
 
 # Half of one default worker's slots (WORKER_CONCURRENCY=32): a route whose destination
@@ -90,6 +94,9 @@ class Route(models.Model):
         return rng.uniform(0, ceiling)
 
     def clean(self):
+        problem = finite_json_problem(self.params, root="(parameters)")
+        if problem:
+            raise ValidationError({"params": problem})
         try:
             connector = registry.get(self.connector)
         except registry.UnknownConnector as exc:
@@ -99,11 +106,40 @@ class Route(models.Model):
             templating.check_syntax(self.params)
         except ValueError as exc:
             raise ValidationError({"action": str(exc)}) from None
+        if self.plain_secrets(connector) and not sealing.available():
+            raise ValidationError(
+                {"action": "Set SECRET_KEY first: secret parameters are stored encrypted with it."}
+            )
         from guardrails.policy import action_decision
 
         decision = action_decision(self.connector, self.action)
         if not decision.allowed:
             raise ValidationError({"action": decision.reason})
+
+    def plain_secrets(self, connector=None) -> list[tuple]:
+        """Paths of the secret parameters still held in plain (not yet sealed)."""
+        connector = connector or registry.get(self.connector)
+        if not isinstance(self.params, dict):
+            return []
+        return [
+            path
+            for path in connector.secret_params(self.action, self.params)
+            if isinstance(value_at(self.params, path), str)
+        ]
+
+    def seal_secrets(self) -> None:
+        """Replace plain secret parameters by their sealed markers (before every save)."""
+        try:
+            connector = registry.get(self.connector)
+        except registry.UnknownConnector:
+            return
+        self.params = connector.seal_secrets(self.action, self.params)
+
+
+@receiver(pre_save, sender=Route, dispatch_uid="connectors.route.seal-secrets")
+def _seal_route_secrets(sender, instance, raw, **kwargs):
+    # Also for raw saves: a fixture with a plain secret is stored sealed, and reads the same.
+    instance.seal_secrets()
 
 
 class CircuitState(models.TextChoices):

@@ -5,10 +5,15 @@ checked (private, loopback, link-local and other special addresses are refused u
 explicitly allowed), and the connection is made to the address that was checked, so a
 DNS answer that changes between check and connect (DNS rebinding) cannot redirect it.
 Redirects are not followed.
+
+A destination's scheme, host and port are literal in the route (`template_origin`); the
+event may fill only the path and query. Header names must be HTTP tokens and values free
+of control characters, and the framing and hop-by-hop headers are this module's to set.
 """
 
 import email.utils
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -22,6 +27,32 @@ from guardrails import policy
 
 RETRYABLE_STATUSES = {408, 425, 429}
 MAX_BODY_SUMMARY = 2000
+
+# The literal start of a destination URL: scheme, "//", an authority with no placeholder,
+# backslash or space, then the path, the query or the end. Checked before templating.
+_ORIGIN = re.compile(r"^(https?)://([^/?#\\{}\s]+)(?=[/?]|\Z)", re.IGNORECASE)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 9110 token: the characters a header name may have.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than horizontal tab (CR, LF and NUL among them), and anything
+# a header cannot carry (beyond Latin-1).
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+# Framing and hop-by-hop headers: set by this module and the HTTP client, never by a route.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "proxy-authorization",
+    }
+)
 
 
 class Refused(PermanentError):
@@ -56,6 +87,58 @@ def parse_target(url: str) -> tuple[str, str, int]:
     except ValueError:
         raise Refused(f"URL has an invalid port: {url!r}") from None
     return parts.scheme, parts.hostname.lower(), port
+
+
+def template_origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of a destination URL that may hold placeholders in its path
+    and query, read by parse_target from the literal start. Raises Refused when they are
+    not literal (a placeholder, backslash or space before the path) or the URL holds a
+    control character."""
+    if not isinstance(url, str):
+        raise Refused("the URL must be a string")
+    if _URL_CONTROL.search(url):
+        raise Refused("the URL contains a control character (such as a tab, CR, LF or NUL)")
+    scheme = _SCHEME.match(url)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        raise Refused(f"URL scheme must be http or https: {url!r}")
+    match = _ORIGIN.match(url)
+    if not match:
+        raise Refused(
+            "the scheme, host and port must be written out, as in https://host[:port]/path; "
+            "placeholders may appear only in the path and the query"
+        )
+    return parse_target(match.group(0))
+
+
+def header_name_problem(name) -> str | None:
+    """Why `name` cannot be sent as a header name by a route, or None."""
+    if not isinstance(name, str) or not name:
+        return "a header name cannot be empty"
+    if not _TOKEN.fullmatch(name):
+        return f"{name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    if name.lower() in RESERVED_HEADERS:
+        return f"{name!r} is a framing or hop-by-hop header, set by the HTTP client itself"
+    return None
+
+
+def header_value_problem(value) -> str | None:
+    """Why `value` cannot be sent as a header value, or None. Never repeats the value: it
+    may be a secret."""
+    if not isinstance(value, str):
+        return "a header value must be a string"
+    if _BAD_HEADER_VALUE.search(value):
+        return (
+            "the value contains a control character (such as CR, LF or NUL) or a character "
+            "a header cannot carry"
+        )
+    return None
+
+
+def header_problem(name, value) -> str | None:
+    """The first problem of a header, naming it, or None."""
+    if problem := header_name_problem(name) or header_value_problem(value):
+        return f"header {name!r}: {problem}"
+    return None
 
 
 def checked_address(host: str, port: int) -> str:
@@ -99,6 +182,9 @@ def request(method: str, url: str, *, headers: dict, body: bytes | None) -> Resp
     """One HTTP request to a checked address. Raises Refused, RetryableError or PermanentError
     for what is not a 2xx; returns the response for a 2xx."""
     scheme, host, port = parse_target(url)
+    for name, value in headers.items():
+        if problem := header_problem(name, value):
+            raise PermanentError(problem)
     address = checked_address(host, port)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -8,12 +8,14 @@ The names under `event`: every top-level field of the payload, and
 `event.id` / `event.event_id` (the sender's id), `event.type`, `event.payload` (the whole
 body), `event.headers` (the stored headers, lowercase names, secrets redacted),
 `event.received_at`, and `execution.idempotency_key`, `execution.attempt`.
+
+A sealed secret (connectors.base.is_sealed) is left as it is: secrets hold no placeholders.
 """
 
 import json
 import re
 
-from connectors.base import ExecutionContext, PermanentError
+from connectors.base import ExecutionContext, PermanentError, is_sealed
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
@@ -79,6 +81,8 @@ def render(value, context_or_scope):
     )
     if isinstance(value, str):
         return render_string(value, scope) if "{{" in value else value
+    if is_sealed(value):
+        return value
     if isinstance(value, dict):
         return {key: render(item, scope) for key, item in value.items()}
     if isinstance(value, list):
@@ -91,7 +95,7 @@ def placeholders(value) -> list[str]:
     found = []
     if isinstance(value, str):
         found.extend(m.group(1) for m in PLACEHOLDER.finditer(value))
-    elif isinstance(value, dict):
+    elif isinstance(value, dict) and not is_sealed(value):
         for item in value.values():
             found.extend(placeholders(item))
     elif isinstance(value, list):

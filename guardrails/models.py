@@ -5,6 +5,8 @@ from django.conf import settings
 from django.db import connection, models
 from django.utils import timezone
 
+from automation_runtime.patterns import finite_json_problem
+
 
 class Mode(models.TextChoices):
     RUNNING = "running"
@@ -307,6 +309,9 @@ class PayloadSchema(models.Model):
         import jsonschema
         from django.core.exceptions import ValidationError
 
+        problem = finite_json_problem(self.schema, root="(schema)")
+        if problem:
+            raise ValidationError({"schema": problem})
         try:
             jsonschema.Draft202012Validator.check_schema(self.schema)
         except jsonschema.SchemaError as exc:

@@ -36,6 +36,16 @@ def may_view_status(user) -> bool:
     return is_staff_with_any(user, STATUS_VIEWER_PERMS)
 
 
+# Who may operate the runtime from the admin: release, replay and cancel executions, route
+# events again, close circuit breakers. The operators group holds both; a viewer neither.
+OPERATOR_PERMS = ("guardrails.change_kill_switch", "events.change_execution")
+
+
+def may_operate(user) -> bool:
+    """Active staff who may act on executions, events and circuits, not only read them."""
+    return is_staff_with_any(user, OPERATOR_PERMS)
+
+
 GROUPS = {
     # May flip the kill switch, release, replay and cancel executions, and see everything.
     "operators": (*_VIEW, "guardrails.change_kill_switch", "events.change_execution"),

@@ -7,6 +7,7 @@ join these functions; callers do not change.
 
 import datetime
 import enum
+import ipaddress
 from dataclasses import dataclass
 
 from django.db.models import Q
@@ -206,24 +207,93 @@ def outbound_host_decision(host: str) -> Decision:
     )
 
 
-def private_address_decision(host: str, address) -> Decision:
-    """Private, loopback, link-local and other special addresses are refused unless the
-    host name or the address is explicitly allowed (OUTBOUND_ALLOW_PRIVATE)."""
-    import ipaddress
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+# RFC 6052: where each prefix length puts the IPv4 address (bit offsets of its 32 bits;
+# bits 64-71 are always skipped).
+_RFC6052_LAYOUTS = {48: (48, 72), 56: (56, 72), 64: (72,), 96: (96,)}
 
-    from django.conf import settings
 
-    if address.is_global and not address.is_multicast:
-        return ALLOW
-    for entry in settings.OUTBOUND_ALLOW_PRIVATE:
-        entry = entry.strip().lower()
-        if entry == host.lower():
-            return ALLOW
+def _rfc6052_ipv4(value: int, prefix_length: int) -> ipaddress.IPv4Address:
+    bits = 0
+    taken = 0
+    starts = _RFC6052_LAYOUTS[prefix_length]
+    for i, start in enumerate(starts):
+        end = 64 if start < 64 else 128
+        if i + 1 < len(starts):
+            end = min(end, starts[i + 1])
+        width = min(end - start, 32 - taken)
+        bits = (bits << width) | ((value >> (128 - start - width)) & ((1 << width) - 1))
+        taken += width
+    return ipaddress.IPv4Address(bits)
+
+
+def embedded_ipv4(address) -> list:
+    """The IPv4 addresses an IPv6 address carries (IPv4-mapped, -compatible and
+    -translated, NAT64, 6to4, Teredo server and client): packets to it may reach them."""
+    if address.version != 6:
+        return []
+    value = int(address)
+    found = []
+    if address.ipv4_mapped:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and value > 1):
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address in _NAT64_WELL_KNOWN:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address in _NAT64_LOCAL_USE:
+        # The operator picks the prefix length inside the /48: read every layout.
+        found.extend(_rfc6052_ipv4(value, length) for length in (96, 48, 56, 64))
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:
+        found.extend(address.teredo)
+    return list(dict.fromkeys(found))
+
+
+def _reachable(address) -> bool:
+    return address.is_global and not address.is_multicast
+
+
+def _listed(address, entries: list[str]) -> bool:
+    for entry in entries:
         try:
             if address in ipaddress.ip_network(entry, strict=False):
-                return ALLOW
+                return True
         except ValueError:
             continue
+    return False
+
+
+def private_address_decision(host: str, address) -> Decision:
+    """Private, loopback, link-local and other special addresses are refused unless the
+    host name or the address is explicitly allowed (OUTBOUND_ALLOW_PRIVATE).
+
+    An IPv6 address that carries an IPv4 address (NAT64, 6to4, Teredo, IPv4-mapped and
+    the like) is refused when any IPv4 address in it is private, unless that IPv4 address
+    (or the host name) is allowed: listing an IPv6 network does not allow a private IPv4
+    address hidden inside it."""
+    from django.conf import settings
+
+    entries = [entry.strip().lower() for entry in settings.OUTBOUND_ALLOW_PRIVATE]
+    if host.lower() in entries:
+        return ALLOW
+    embedded = embedded_ipv4(address)
+    hidden = [v4 for v4 in embedded if not _reachable(v4) and not _listed(v4, entries)]
+    if hidden:
+        return Decision(
+            Verdict.BLOCK,
+            f"{host!r} resolves to {address}, which carries the IPv4 address "
+            f"{', '.join(map(str, hidden))}, a private or special address; refused "
+            "(allow that IPv4 address explicitly with OUTBOUND_ALLOW_PRIVATE)",
+        )
+    if _reachable(address) or _listed(address, entries):
+        return ALLOW
+    if embedded and all(_listed(v4, entries) for v4 in embedded):
+        # e.g. ::ffff:10.0.0.5 when 10.0.0.0/8 is allowed: it is that IPv4 address.
+        return ALLOW
     return Decision(
         Verdict.BLOCK,
         f"{host!r} resolves to {address}, a private or special address; refused "

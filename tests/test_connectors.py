@@ -403,7 +403,7 @@ def test_python_refuses_a_function_off_the_allowlist_when_the_route_is_saved(set
             "post",
             {"url": "http://{{ event.host }}/x"},
             "action",
-            "host part cannot be a template",
+            "scheme, host and port must be written out",
         ),
         ("email", "send", {"to": [], "subject": "s", "body": "b"}, "action", "to:"),
         (
@@ -555,3 +555,17 @@ def test_open_circuits_show_in_the_operator_status(client, operator, routed, sin
 
     assert body["circuits"][0]["state"] == "open"
     assert body["circuits"][0]["target"] == "127.0.0.1"
+
+
+# -- the route admin ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator"])
+def test_viewers_and_operators_can_open_a_routes_page(client, route, request, who):
+    client.force_login(request.getfixturevalue(who))
+
+    assert client.get("/admin/connectors/route/").status_code == 200
+    page = client.get(f"/admin/connectors/route/{route.pk}/change/")
+
+    assert page.status_code == 200
+    assert route.name.encode() in page.content

@@ -236,15 +236,18 @@ def _call(job: Job) -> Outcome:
     try:
         if job.connector is None:
             raise registry.UnknownConnector(f"Unknown connector {route.connector!r}.")
+        # Secret parameters stay sealed through templating, checks and dry runs; only
+        # execute sees them in plain (a route saved before sealing holds them in plain).
         params = templating.render(route.params, context)
         try:
             job.connector.validate(route.action, params)
+            job.connector.check_rendered(route.action, params, template=route.params)
         except ValueError as exc:
             raise PermanentError(f"parameters after templating: {exc}") from None
         if job.dry_run:
             result = job.connector.dry_run(route.action, params, context)
             return _outcome(job, AttemptOutcome.DRY_RUN, summary=result.summary or {})
-        result = job.connector.execute(route.action, params, context)
+        result = job.connector.execute(route.action, job.connector.reveal_secrets(params), context)
         return _outcome(job, AttemptOutcome.SUCCEEDED, summary=result.summary or {})
     except RetryableError as exc:
         return _outcome(
