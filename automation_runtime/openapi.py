@@ -6,6 +6,8 @@ tests/test_openapi.py, so every body and status code described here is one the v
 really return: a change to a view's answers is a change here too.
 """
 
+import unicodedata
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -80,12 +82,28 @@ class SlackChallengeSerializer(serializers.Serializer):
 
 
 # -- request bodies ---------------------------------------------------------------------
-# An identifier the runtime stores: not blank, no control characters, at most 255 long.
+def _format_characters() -> str:
+    """The format characters (Unicode category Cf) of the Basic Multilingual Plane, as
+    regex ranges. Those beyond it (U+E0001 ...) need the `u` flag, which a JSON Schema
+    pattern cannot ask for; the server refuses them all the same."""
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if unicodedata.category(chr(code)) == "Cf":
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+
+
+# An identifier the runtime stores (events.payloads.valid_identifier): at most 255 long,
+# not blank, no leading or trailing whitespace, no control or format characters.
+_UNSHOWN = r"\x00-\x1f\x7f-\x9f" + _format_characters()
 _IDENTIFIER = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "pattern": r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+    "pattern": rf"^[^\s{_UNSHOWN}](?:[^{_UNSHOWN}]*[^\s{_UNSHOWN}])?$",
 }
 
 WEBHOOK_EVENT = {
@@ -181,11 +199,22 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 def _ingestion_errors() -> dict:
     return {
         400: error(
-            "Not JSON, not an object, too deep, or no event id or type. Nothing was stored.",
+            "Not JSON, not an object, too deep, a number out of range, or no valid event id "
+            "or type. Nothing was stored.",
             ("invalid_json", "The request body is not valid JSON: ..."),
             (
                 "missing_event_id",
                 "No event id: send an `event_id` field or an Idempotency-Key header.",
+            ),
+            (
+                "invalid_event_id",
+                "event_id contains the invisible format character U+202E, so it would "
+                "display as something else.",
+            ),
+            (
+                "number_out_of_range",
+                "The number at data.total is out of range: JSON numbers must fit a 64-bit "
+                "float (at most about 1.8e308).",
             ),
         ),
         401: error(
@@ -204,8 +233,14 @@ def _ingestion_errors() -> dict:
             ("body_too_large", "The body is larger than 262144 bytes."),
         ),
         415: error(
-            "The content type is not JSON (or not UTF-8).",
+            "The content type is not JSON (or not UTF-8), or the body is compressed (a "
+            "Content-Encoding other than identity; checked before authentication).",
             ("unsupported_media_type", "Send the event as JSON: Content-Type: application/json."),
+            (
+                "unsupported_content_encoding",
+                "Content-Encoding gzip is not supported: send the body uncompressed (no "
+                "Content-Encoding, or identity).",
+            ),
         ),
         503: error(
             "The database is unavailable; the event was not stored. Send it again later.",
@@ -259,12 +294,16 @@ _SIGNATURE_HEADERS = [
     ("webhook-id", "Standard Webhooks: the message id (the event id)."),
     ("webhook-timestamp", "Standard Webhooks: seconds since the epoch, signed."),
     ("webhook-signature", "Standard Webhooks: `v1,<base64 HMAC-SHA256>`, space-separated."),
+    ("svix-id", "Svix: the same as `webhook-id` (either set of three, not both disagreeing)."),
+    ("svix-timestamp", "Svix: the same as `webhook-timestamp`."),
+    ("svix-signature", "Svix: the same as `webhook-signature`."),
     ("X-Hub-Signature-256", "GitHub: `sha256=<hex HMAC-SHA256 of the body>`."),
     ("X-GitHub-Delivery", "GitHub: the delivery id (the event id)."),
     ("X-GitHub-Event", "GitHub: the event name (the event type)."),
     ("Stripe-Signature", "Stripe: `t=<timestamp>,v1=<hex HMAC-SHA256>`."),
     ("X-Shopify-Hmac-Sha256", "Shopify: base64 HMAC-SHA256 of the body."),
-    ("X-Shopify-Webhook-Id", "Shopify: the webhook id (the event id)."),
+    ("X-Shopify-Event-Id", "Shopify: the event id, the same on every retry (the event id)."),
+    ("X-Shopify-Webhook-Id", "Shopify: the delivery id (the event id when Event-Id is absent)."),
     ("X-Shopify-Topic", "Shopify: the topic (the event type)."),
     ("X-Slack-Signature", "Slack: `v0=<hex HMAC-SHA256>`."),
     ("X-Slack-Request-Timestamp", "Slack: seconds since the epoch, signed."),
@@ -278,17 +317,21 @@ SOURCE_WEBHOOK_SCHEMA = extend_schema(
         "source's own scheme:\n\n"
         "- `api_key`: one of the source's API keys in its configured header "
         "(`X-API-Key` unless configured otherwise);\n"
-        "- `standard_webhooks`: `webhook-id`, `webhook-timestamp` and `webhook-signature`;\n"
+        "- `standard_webhooks`: `webhook-id`, `webhook-timestamp` and `webhook-signature` "
+        "(or Svix's `svix-id`, `svix-timestamp` and `svix-signature`);\n"
         "- `github`: `X-Hub-Signature-256`, with `X-GitHub-Delivery` and `X-GitHub-Event`;\n"
         "- `stripe`: `Stripe-Signature`;\n"
-        "- `shopify`: `X-Shopify-Hmac-Sha256`, with `X-Shopify-Webhook-Id` and "
-        "`X-Shopify-Topic`;\n"
+        "- `shopify`: `X-Shopify-Hmac-Sha256`, with `X-Shopify-Event-Id` (else "
+        "`X-Shopify-Webhook-Id`) and `X-Shopify-Topic`;\n"
         "- `slack`: `X-Slack-Signature` and `X-Slack-Request-Timestamp`. Slack's "
         "`url_verification` request is answered with its challenge.\n\n"
         "Signatures are checked over the raw body, and timestamps must be recent. An unknown "
         "or disabled source, a missing or wrong key and a bad or stale signature all get "
         "the same 401, so a sender learns nothing about which sources exist.\n\n"
-        "Duplicates and conflicts are answered as on `POST /webhook`."
+        "Duplicates and conflicts are answered as on `POST /webhook`. For GitHub and "
+        "Shopify, whose signatures cover only the body, a body already received on the "
+        "source under another event id is a replay: it is answered `duplicate` with the "
+        "original event's ids, and nothing is stored or run."
     ),
     tags=["ingestion"],
     auth=[{API_KEY_SCHEME: []}, {}],
@@ -453,6 +496,7 @@ class KillSwitchParamsSerializer(serializers.Serializer):
     source = serializers.CharField(max_length=100, required=False)
     route = serializers.CharField(max_length=100, required=False)
     connector = serializers.CharField(max_length=100, required=False)
+    allow_unknown = serializers.BooleanField(required=False)
 
 
 class KillSwitchResultSerializer(serializers.Serializer):
@@ -522,6 +566,15 @@ def operator_errors(permission_message: str, *, with_body: bool = False) -> dict
             ("invalid_reason", "reason: This field is required."),
             ("invalid_enabled", "enabled: Must be a valid boolean."),
             ("invalid_scope", "scope: Name at most one of source, route, connector."),
+            (
+                "unknown_name",
+                "No route is named 'to-lgo'; did you mean 'to-log'? Send allow_unknown=true "
+                "to engage it anyway.",
+            ),
+            (
+                "number_out_of_range",
+                "The number 1e400 is out of range: JSON numbers must fit a 64-bit float.",
+            ),
         )
         responses[415] = error(
             "The body is neither JSON nor form data.",

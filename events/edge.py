@@ -211,14 +211,27 @@ DEFAULT_RULES: dict[str, tuple[tuple, tuple]] = {
         (("body", "event_id"), ("header", "Idempotency-Key")),
         (("body", "type"),),
     ),
-    AuthScheme.STANDARD_WEBHOOKS: ((("header", "webhook-id"),), (("body", "type"),)),
+    # Svix sends svix-id unless white-labelled (signatures._standard_names).
+    AuthScheme.STANDARD_WEBHOOKS: (
+        (("header", "webhook-id"), ("header", "svix-id")),
+        (("body", "type"),),
+    ),
     AuthScheme.GITHUB: ((("header", "X-GitHub-Delivery"),), (("header", "X-GitHub-Event"),)),
     AuthScheme.STRIPE: ((("body", "id"),), (("body", "type"),)),
+    # Shopify names X-Shopify-Event-Id as the duplicate key: a retry of one event can come
+    # with a new webhook id.
     AuthScheme.SHOPIFY: (
-        (("header", "X-Shopify-Webhook-Id"),),
+        (("header", "X-Shopify-Event-Id"), ("header", "X-Shopify-Webhook-Id")),
         (("header", "X-Shopify-Topic"),),
     ),
-    AuthScheme.SLACK: ((("body", "event_id"),), (("body", "event.type"), ("body", "type"))),
+    # The Events API sends event_id (the same on Slack's retries). Interactivity payloads
+    # (block_actions, view_submission, shortcut, message_action...) have none, but each
+    # carries a fresh trigger_id, and Slack never retries them. What has neither (view_closed,
+    # block_suggestion) is told apart by its bytes, which name the user, view or action.
+    AuthScheme.SLACK: (
+        (("body", "event_id"), ("body", "trigger_id"), ("body_sha256", "")),
+        (("body", "event.type"), ("body", "type")),
+    ),
 }
 
 
@@ -251,13 +264,35 @@ def describe_rules(rule_list) -> str:
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 _BODY_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+MAX_REDACT_HEADERS = 50
+
+
+def redact_header_names(names) -> list[str]:
+    """The source's extra headers to redact, lowercased, once each, in the order given.
+    ValueError naming the first entry that is not an HTTP header name (a token)."""
+    if not isinstance(names, list | tuple):
+        raise ValueError("Give a list of header names, e.g. X-Tenant-Pin.")
+    if len(names) > MAX_REDACT_HEADERS:
+        raise ValueError(f"At most {MAX_REDACT_HEADERS} headers.")
+    kept: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a header name (letters, digits and -, e.g. X-Pin).")
+        if name.lower() not in kept:
+            kept.append(name.lower())
+    return kept
 
 
 def check_rules(source: Source) -> None:
-    """Raise ValidationError if the source's header or id/type rules cannot work."""
+    """Raise ValidationError if the source's header or id/type rules cannot work. Lowercases
+    the names in `redact_headers`."""
     errors = {}
     if not _HEADER_NAME.match(source.api_key_header or ""):
         errors["api_key_header"] = "Not a valid header name."
+    try:
+        source.redact_headers = redact_header_names(source.redact_headers)
+    except ValueError as exc:
+        errors["redact_headers"] = str(exc)
     for what, where, field in (
         ("event_id_field", source.event_id_from, source.event_id_field),
         ("type_field", source.type_from, source.type_field),

@@ -1,5 +1,6 @@
 """Storing an inbound event exactly once and fanning it out to its routes."""
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -9,13 +10,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from automation_runtime.logcontext import bind, log_context
-from events import snapshot
+from events import edge, retention, signatures, snapshot
 from events.engine import wake
 from events.models import (
     Event,
     EventStatus,
     Execution,
     ExecutionStatus,
+    SignedBody,
     Source,
     SourceKey,
     hash_key,
@@ -46,6 +48,7 @@ class IngestResult:
 
     outcome: str  # accepted | held | blocked | unrouted | duplicate | conflict
     event: Event
+    replay: bool = False  # a duplicate by its signed body, under another event id
 
     @property
     def http_status(self) -> int:
@@ -86,6 +89,53 @@ def _insert_event_once(event: Event) -> bool:
     return bool(_insert([event], "ON CONFLICT (source_id, event_id) DO NOTHING"))
 
 
+class _Replay(Exception):
+    """Raised inside the event's transaction to undo its insert: the body was a replay."""
+
+
+def _signed_digest(source: Source, raw: bytes | None) -> str | None:
+    """The SHA-256 that identifies a body signed alone (github, shopify), else None: other
+    schemes sign an id or a timestamp with the body, so a replay is caught by those."""
+    if raw is None or source.auth_scheme not in signatures.BODY_ONLY:
+        return None
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _claim_signed_body(source: Source, digest: str, event_uuid, now) -> bool:
+    """INSERT ... ON CONFLICT: True if this event now owns the body's row (new, or taken over
+    from one older than the dedup window); False if a row within the window has it.
+
+    The unique (source, digest) decides, as for event ids, so of two replays delivered at
+    once on any processes only one gets this far with a True, and it is the original.
+    """
+    meta = SignedBody._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = [meta.get_field(name) for name in ("source", "digest", "event", "seen_at")]
+    seen_at = quote(meta.get_field("seen_at").column)
+    event_column = quote(meta.get_field("event").column)
+    # Only model metadata is interpolated; every value is a bound parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(f.column) for f in columns)}) "  # noqa: S608
+        f"VALUES (%s, %s, %s, %s) "
+        f"ON CONFLICT ({quote(columns[0].column)}, {quote(columns[1].column)}) DO UPDATE SET "
+        f"{event_column} = excluded.{event_column}, {seen_at} = excluded.{seen_at} "
+        f"WHERE {table}.{seen_at} < %s RETURNING id"
+    )
+    values = (source.pk, digest, event_uuid, now, now - retention.dedup_window())
+    fields = (*columns, columns[3])
+    params = [f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def _replayed(source: Source, digest: str) -> Event | None:
+    """The event a signed body first arrived as (None if it has just been pruned)."""
+    row = SignedBody.objects.select_related("event").filter(source=source, digest=digest).first()
+    return row.event if row is not None else None
+
+
 def _new_execution(event: Event, route, status: str, reason: str) -> Execution:
     now = event.received_at
     return Execution(
@@ -101,22 +151,38 @@ def _new_execution(event: Event, route, status: str, reason: str) -> Execution:
 
 
 def ingest(
-    source: Source, parsed: ParsedEvent, *, headers: dict, state: RuntimeState | None = None
+    source: Source,
+    parsed: ParsedEvent,
+    *,
+    headers: dict,
+    state: RuntimeState | None = None,
+    raw: bytes | None = None,
 ) -> IngestResult:
     """Store a parsed event once and create one execution per matching route.
 
     Returns `duplicate` for the same (source, event id) with the same body and `conflict`
     (counted on the stored event) for a different body; in both cases nothing new is
-    stored. The event and its executions commit together: the executions table is the
-    queue, so there is nothing else to write, and workers can claim them from then on.
-    Every log line written meanwhile carries the source and the event id. `state` is
-    the runtime state row if the caller has just read it.
+    stored. For a source whose scheme signs the body alone (github, shopify), `raw` (the
+    request's bytes) already seen as another event id within the dedup window is a replay:
+    `duplicate` of that first event (`replay` set), stored nowhere, counted as a rejected
+    request with reason `replay`. The event and its executions commit together: the
+    executions table is the queue, so there is nothing else to write, and workers can
+    claim them from then on. Every log line written meanwhile carries the source and the
+    event id. `state` is the runtime state row if the caller has just read it.
     """
     with log_context(source=source.name, event_id=parsed.event_id):
-        return _ingest(source, parsed, headers=headers, state=state or RuntimeState.current())
+        return _ingest(
+            source,
+            parsed,
+            headers=headers,
+            state=state or RuntimeState.current(),
+            digest=_signed_digest(source, raw),
+        )
 
 
-def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict, state) -> IngestResult:
+def _ingest(
+    source: Source, parsed: ParsedEvent, *, headers: dict, state, digest: str | None
+) -> IngestResult:
     try:
         decision = policy.decide_ingest(
             source=source, event_type=parsed.type, payload=parsed.payload, state=state
@@ -149,24 +215,48 @@ def _ingest(source: Source, parsed: ParsedEvent, *, headers: dict, state) -> Ing
     )
     bind(event_uuid=event.id)
     for _ in range(3):
-        with transaction.atomic():
-            if _insert_event_once(event):
-                if status != EventStatus.BLOCKED and routes:
-                    _insert(
-                        [
-                            _new_execution(event, route, execution_status, decision.reason)
-                            for route in routes
-                        ]
-                    )
-                    if execution_status == ExecutionStatus.QUEUED:
-                        # After the commit: a worker cannot look before the rows exist.
-                        wake.notify_after_commit()
-                return IngestResult(outcome=status, event=event)
-            existing = Event.objects.filter(source=source, event_id=parsed.event_id).first()
-            if existing is None:
-                continue  # pruned between our insert and our read: try the insert again
-            if existing.body_hash == parsed.body_hash:
-                return IngestResult(outcome="duplicate", event=existing)
-            Event.objects.filter(pk=existing.pk).update(conflicts=F("conflicts") + 1)
-            return IngestResult(outcome="conflict", event=existing)
+        try:
+            result = _store(event, routes, execution_status, decision.reason, digest)
+        except _Replay:
+            result = _replay_of(source, digest)
+        if result is not None:
+            return result
     raise RuntimeError("event vanished three times while being stored")  # pragma: no cover
+
+
+def _store(event: Event, routes, execution_status, reason: str, digest) -> IngestResult | None:
+    """One transaction: store the event and its executions, or say which stored event it
+    repeats. None if that one was pruned between our insert and our read (try again).
+    Raises _Replay, rolling the insert back, if its signed body is another event's."""
+    with transaction.atomic():
+        if _insert_event_once(event):
+            if digest is not None and not _claim_signed_body(
+                event.source, digest, event.id, event.received_at
+            ):
+                raise _Replay
+            if event.status != EventStatus.BLOCKED and routes:
+                _insert(
+                    [_new_execution(event, route, execution_status, reason) for route in routes]
+                )
+                if execution_status == ExecutionStatus.QUEUED:
+                    # After the commit: a worker cannot look before the rows exist.
+                    wake.notify_after_commit()
+            return IngestResult(outcome=event.status, event=event)
+        existing = Event.objects.filter(source=event.source, event_id=event.event_id).first()
+        if existing is None:
+            return None
+        if existing.body_hash == event.body_hash:
+            return IngestResult(outcome="duplicate", event=existing)
+        Event.objects.filter(pk=existing.pk).update(conflicts=F("conflicts") + 1)
+        return IngestResult(outcome="conflict", event=existing)
+
+
+def _replay_of(source: Source, digest: str) -> IngestResult | None:
+    """The answer to a replay: a duplicate of the event the body first came as, counted for
+    operators. None if that event has just been pruned (try again)."""
+    original = _replayed(source, digest)
+    if original is None:
+        return None
+    logger.info("replay of event %s under another event id; nothing stored", original.event_id)
+    edge.record_rejection(edge.Rejected("replay", source.name))
+    return IngestResult(outcome="duplicate", event=original, replay=True)

@@ -1,7 +1,9 @@
 import hashlib
+import re
 import secrets
 import uuid
 
+from django import forms
 from django.db import models
 from django.utils import timezone
 
@@ -36,6 +38,27 @@ class TypeFrom(models.TextChoices):
     HEADER = "header", "a request header"
     BODY = "body", "a path in the JSON body"
     FIXED = "fixed", "a fixed type"
+
+
+class HeaderNamesFormField(forms.CharField):
+    """Header names typed as text, separated by commas or new lines; a list once cleaned.
+    Whether each is a header name is the model's check (Source.clean)."""
+
+    widget = forms.TextInput
+
+    def prepare_value(self, value):
+        return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value):
+        names = (name.strip() for name in re.split(r"[,\n]", super().to_python(value)))
+        return [name for name in names if name]
+
+
+class HeaderNamesField(models.JSONField):
+    """A list of header names (JSON), edited in forms as comma-separated text."""
+
+    def formfield(self, **kwargs):
+        return models.Field.formfield(self, **{"form_class": HeaderNamesFormField, **kwargs})
 
 
 class SourceQuerySet(WatchedQuerySet):
@@ -75,6 +98,12 @@ class Source(models.Model):
     )
     type_field = models.CharField(
         max_length=255, blank=True, help_text="The header name, the body path, or the type."
+    )
+    redact_headers = HeaderNamesField(
+        default=list,
+        blank=True,
+        help_text="More request headers to store as [redacted], besides those named like a "
+        "credential (authorization, cookie, *-token, *-signature...). Comma-separated.",
     )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -175,7 +204,9 @@ class SourceKey(models.Model):
 class RejectedRequest(models.Model):
     """Requests refused with 401, counted per day, source and reason, for operators.
 
-    The sender only ever sees one uniform 401; the reason is kept here."""
+    The sender only ever sees one uniform 401; the reason is kept here. Replays of a signed
+    body under a new event id (reason `replay`) are counted here too, though the sender is
+    answered `200 duplicate`."""
 
     day = models.DateField()
     source_name = models.CharField(
@@ -253,6 +284,32 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.source.name}/{self.event_id}" if self.source_id else self.event_id
+
+
+class SignedBody(models.Model):
+    """A body a source signed over alone (GitHub, Shopify), by its SHA-256, and the event
+    it arrived as: the same bytes again under another event id are a replay, answered as
+    a duplicate of that event. Unique per (source, digest); ingestion claims a row with one
+    INSERT ... ON CONFLICT in the event's transaction, so concurrent replays store nothing.
+
+    It lives as long as its event (prune deletes both) and counts for at most the dedup
+    window (DEDUP_RETENTION_DAYS): an older row is taken over by the next event."""
+
+    # The unique constraint leads with the source: it serves as the source's index.
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+", db_index=False)
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the raw body, hex.")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "digest"], name="events_signedbody_source_digest_uniq"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.digest[:12]}… → {self.event_id}"
 
 
 class ExecutionStatus(models.TextChoices):

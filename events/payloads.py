@@ -6,6 +6,7 @@ HTTP status, a stable code and a message. Nothing touches the database.
 
 import hashlib
 import json
+import math
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -52,7 +53,8 @@ def check_structure(
     payload, *, max_depth: int, max_keys: int = 10_000, max_string: int = 65_536
 ) -> None:
     """Walk the payload without recursion: nesting depth, total number of keys, string
-    length, and strings PostgreSQL can store. Errors name the path of the field."""
+    length, strings PostgreSQL can store, and numbers a database's JSON can hold. Errors
+    name the path of the field."""
     stack = [(payload, 1, ())]
     keys = 0
     while stack:
@@ -93,9 +95,22 @@ def check_structure(
                     "string_too_long",
                     f"The string at {json_path(path)} is longer than {max_string} characters.",
                 )
+        elif isinstance(value, float) and not math.isfinite(value):
+            # json reads a number too large for a double (1e400) as infinity, which no JSON
+            # column stores. Checked in this walk, where the path is known (a parse_float
+            # hook is called without it); the NaN and Infinity literals fail at parsing.
+            raise IngestError(
+                400,
+                "number_out_of_range",
+                f"The number at {json_path(path)} is out of range: JSON numbers must fit "
+                "a 64-bit float (at most about 1.8e308).",
+            )
 
 
 def valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
+    """The event id or type as text: a string (or an integer), not blank, at most
+    `max_length` long, without leading or trailing whitespace, control characters or
+    invisible format characters (category Cf). IngestError 400 with `code` otherwise."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise IngestError(400, code, f"{field} must be a string.")
     text = str(value)
@@ -103,8 +118,21 @@ def valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
         raise IngestError(400, code, f"{field} must not be empty.")
     if len(text) > max_length:
         raise IngestError(400, code, f"{field} is longer than {max_length} characters.")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
-        raise IngestError(400, code, f"{field} contains control characters.")
+    if text != text.strip():
+        raise IngestError(400, code, f"{field} must not start or end with whitespace.")
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs"):
+            raise IngestError(400, code, f"{field} contains control characters.")
+        if category == "Cf":
+            # Invisible, or reordering what follows (U+202E): shown in the admin and the
+            # logs as something other than what it is.
+            raise IngestError(
+                400,
+                code,
+                f"{field} contains the invisible format character U+{ord(ch):04X}, so it "
+                "would display as something else.",
+            )
     return text
 
 
@@ -179,10 +207,11 @@ MAX_HEADERS = 50
 MAX_HEADER_VALUE = 1024
 
 
-def select_headers(headers, *, secret_header: str = "") -> dict[str, str]:
-    """The request headers worth keeping, lowercased, with secrets (and the source's own
-    credential header, `secret_header`) redacted."""
-    also = frozenset({secret_header.lower()} if secret_header else ())
+def select_headers(headers, *, secret_header: str = "", extra=()) -> dict[str, str]:
+    """The request headers worth keeping, lowercased, with secrets redacted: those named
+    like one, the source's own credential header (`secret_header`) and the names in
+    `extra` (the source's redact_headers), whatever their case."""
+    also = frozenset(name.lower() for name in (secret_header, *extra) if isinstance(name, str))
     kept: dict[str, str] = {}
     for name, value in headers.items():
         lower = name.lower()

@@ -10,7 +10,8 @@ runs again. So `prune` works in two stages (docs/retention.md):
    status: a redelivery is still answered `duplicate` (or `conflict`).
 2. **Forget** a finished event once it is older than the dedup window as well
    (`DEDUP_RETENTION_DAYS`, or `--keep-ids-for`): delete the event with its executions
-   and attempts. A redelivery after that is a new event.
+   and attempts (and its signed body, events.models.SignedBody). A redelivery after that
+   is a new event.
 
 A stripped event is marked by its payload being JSON `null`. Ingestion only ever stores a
 JSON object, so no real event looks like that, and no schema change is needed. Replay and
@@ -38,6 +39,7 @@ from events.models import (
     Execution,
     ExecutionStatus,
     RejectedRequest,
+    SignedBody,
 )
 from guardrails import audit
 
@@ -188,6 +190,8 @@ def prune(
                 execution__event_id__in=ids
             ).delete()[0]
             result.executions_deleted += Execution.objects.filter(event_id__in=ids).delete()[0]
+            # Its signed body goes with it: the replay window ends with the event's identity.
+            SignedBody.objects.filter(event_id__in=ids).delete()
             result.events_deleted += Event.objects.filter(pk__in=ids).delete()[0]
         result.batches["forget"] += 1
         if progress:

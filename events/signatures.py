@@ -11,6 +11,8 @@ Whatever arrives in the headers or the body, `verify` raises only SignatureRejec
 - missing_header: a required header is absent or empty;
 - malformed_header: a header is there but not in the scheme's form (non-ASCII, a timestamp
   that is not a plain integer, no signature we can decode as a SHA-256 digest...);
+- conflicting_headers: a Standard Webhooks request carries both the `webhook-*` and Svix's
+  `svix-*` headers, and they do not say the same thing;
 - stale_timestamp / future_timestamp: more than `tolerance` seconds before / after `now`;
 - bad_signature: well formed, but no secret produces any of the signatures sent.
 """
@@ -29,6 +31,9 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 SCHEMES = ("standard_webhooks", "github", "stripe", "shopify", "slack")
+# Their signature covers the body alone: no id, no timestamp. A captured request can be sent
+# again, as is or under another (unsigned) event id, and it still verifies.
+BODY_ONLY = frozenset({"github", "shopify"})
 # The provider generates the secret and shows it to the user; we cannot generate it for them.
 PROVIDER_ISSUED = frozenset({"stripe", "shopify", "slack"})
 DEFAULT_TOLERANCE = 300  # seconds, both directions
@@ -107,10 +112,34 @@ def _base64_digest(text: str) -> bytes | None:
     return raw if len(raw) == hashlib.sha256().digest_size else None
 
 
+# Svix sends its own names unless white-labelled; its libraries accept both sets.
+_STANDARD_PREFIXES = ("webhook-", "svix-")
+_STANDARD_FIELDS = ("id", "timestamp", "signature")
+
+
+def _standard_names(headers: Mapping[str, str]) -> list[str]:
+    """The three header names to read: `webhook-*`, else `svix-*`. A request that carries
+    both sets must carry the same three values in each (conflicting_headers otherwise), so
+    what is checked is also what the event id rule reads."""
+    lowered = {key.lower(): value for key, value in headers.items() if isinstance(key, str)}
+
+    def values(prefix: str) -> tuple:
+        return tuple(
+            value.strip() if isinstance(value, str) else value
+            for value in (lowered.get(prefix + field) for field in _STANDARD_FIELDS)
+        )
+
+    present = [
+        prefix for prefix in _STANDARD_PREFIXES if any(v is not None for v in values(prefix))
+    ]
+    if len(present) == 2 and values(present[0]) != values(present[1]):
+        raise SignatureRejected("conflicting_headers")
+    prefix = present[0] if present else _STANDARD_PREFIXES[0]
+    return [prefix + field for field in _STANDARD_FIELDS]
+
+
 def _standard_webhooks(headers: Mapping[str, str], body: bytes) -> _Signed:
-    msg_id, timestamp_text, signature_list = _headers(
-        headers, "webhook-id", "webhook-timestamp", "webhook-signature"
-    )
+    msg_id, timestamp_text, signature_list = _headers(headers, *_standard_names(headers))
     timestamp = _timestamp(timestamp_text)
     signatures = []
     for item in signature_list.split():

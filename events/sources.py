@@ -6,22 +6,17 @@ SECRET_KEY keeps them readable while the old key is listed in SECRET_KEY_FALLBAC
 A plain key or secret is returned once, to be shown once, and never logged.
 """
 
-import base64
-import functools
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
 from events import signatures
 from events.models import AuthScheme, CredentialKind, Source, SourceKey, hash_key
-from guardrails import audit
+from guardrails import audit, sealing
 
 DEFAULT_OVERLAP = timedelta(hours=24)
 
@@ -33,41 +28,22 @@ class SourceError(ValueError):
 # -- encryption at rest -----------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _fernet(keys: tuple[str, ...]) -> MultiFernet:
-    return MultiFernet(
-        [
-            Fernet(
-                base64.urlsafe_b64encode(
-                    salted_hmac(
-                        "events.sources.signing-secret", "fernet", secret=key, algorithm="sha256"
-                    ).digest()
-                )
-            )
-            for key in keys
-        ]
-    )
-
-
-def _keys() -> tuple[str, ...]:
-    return (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+SEALING_PURPOSE = "events.sources.signing-secret"
 
 
 def seal(secret: str) -> str:
-    if getattr(settings, "SECRET_KEY_MISSING", False):
+    try:
+        return sealing.seal(secret, purpose=SEALING_PURPOSE)
+    except sealing.SealingUnavailable:
         raise SourceError(
             "Set SECRET_KEY first: signing secrets are encrypted with it, and the web server "
             "needs the same key to read them."
-        )
-    return _fernet(_keys()).encrypt(secret.encode()).decode()
+        ) from None
 
 
 def unseal(ciphertext: str) -> str | None:
     """The plain secret, or None when no current or fallback SECRET_KEY can read it."""
-    try:
-        return _fernet(_keys()).decrypt(ciphertext.encode()).decode()
-    except (InvalidToken, ValueError):
-        return None
+    return sealing.unseal(ciphertext, purpose=SEALING_PURPOSE)
 
 
 # -- credentials ------------------------------------------------------------------------
@@ -139,7 +115,7 @@ def create_source(
     """Create a source with its first credential; returns it and the plain key or secret.
 
     `rules` are Source fields: api_key_header, event_id_from, event_id_field, type_from,
-    type_field.
+    type_field, redact_headers (a list of header names).
     """
     if scheme not in AuthScheme.values:
         raise SourceError(f"Unknown scheme {scheme!r}; choose one of {', '.join(AuthScheme)}.")
@@ -244,6 +220,7 @@ def summary(source: Source, now=None) -> dict:
         "url": f"/webhook/{source.name}",
         "event_id": edge.describe_rules(id_rules),
         "type": edge.describe_rules(type_rules),
+        "redact_headers": list(source.redact_headers),
         "active_credentials": [
             {
                 "prefix": k.prefix,

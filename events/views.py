@@ -112,6 +112,22 @@ def _check_declared_length(request, limit: int) -> None:
         raise IngestError(413, "body_too_large", f"The body is larger than {limit} bytes.")
 
 
+def _check_content_encoding(request) -> None:
+    # Decided from the header, before authentication reads the body: a signature made
+    # over the uncompressed body would fail on the compressed one and count as a refused
+    # request. Telling an unauthenticated client to send it uncompressed is harmless.
+    declared = request.headers.get("Content-Encoding", "")
+    codings = [c.strip().lower() for c in declared.split(",") if c.strip()]
+    unsupported = [c for c in codings if c != "identity"]
+    if unsupported:
+        raise IngestError(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {', '.join(unsupported)[:50]} is not supported: send the body "
+            "uncompressed (no Content-Encoding, or identity).",
+        )
+
+
 def _refused(exc: edge.Rejected, challenge: str):
     """One 401 for every failure: the reason is counted for operators, not told."""
     logger.info("webhook refused: source=%s reason=%s", exc.source_name, exc.reason)
@@ -150,8 +166,11 @@ def _acknowledge(source, payload: dict, request, raw: bytes, state=None):
     result = ingest.ingest(
         source,
         payloads.parsed_event(payload, event_id, event_type),
-        headers=payloads.select_headers(request.headers, secret_header=source.api_key_header),
+        headers=payloads.select_headers(
+            request.headers, secret_header=source.api_key_header, extra=source.redact_headers
+        ),
         state=state,
+        raw=raw,
     )
     body = {
         # An event no route matched is still accepted: the sender's part is done.
@@ -163,7 +182,9 @@ def _acknowledge(source, payload: dict, request, raw: bytes, state=None):
         body["error"] = {
             "code": "event_id_conflict",
             "message": (
-                "This event id was already received with a different body; nothing was stored."
+                "This event id was already received with a different body; nothing was stored. "
+                "If two senders (for example a repository hook and an organization hook) post "
+                "to this source, give each its own source."
             ),
         }
     return JsonResponse(body, status=result.http_status)
@@ -172,6 +193,7 @@ def _acknowledge(source, payload: dict, request, raw: bytes, state=None):
 def _webhook(request):
     limit = settings.MAX_BODY_BYTES
     _check_declared_length(request, limit)
+    _check_content_encoding(request)
     state = RuntimeState.current()  # one read serves the key cache and the kill switch
     try:
         source = edge.authenticate_api_key(request.headers.get("X-API-Key"), state=state)
@@ -187,6 +209,7 @@ def _webhook(request):
 def _source_webhook(request, name: str):
     limit = settings.MAX_BODY_BYTES
     _check_declared_length(request, limit)
+    _check_content_encoding(request)
     try:
         source, raw = edge.authenticate(name, request.headers, lambda: _read_body(request, limit))
     except edge.Rejected as exc:

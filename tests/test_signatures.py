@@ -11,6 +11,7 @@ import pytest
 from django.http.request import HttpHeaders
 
 from events.signatures import (
+    BODY_ONLY,
     DEFAULT_TOLERANCE,
     PROVIDER_ISSUED,
     SCHEMES,
@@ -202,6 +203,65 @@ def test_standard_webhooks_published_negative_and_multi_signature_cases():
 
 def test_standard_webhooks_secret_without_prefix_works_as_the_library_allows():
     assert verify_standard_example([STANDARD_SECRET.removeprefix("whsec_")]) == 0
+
+
+def svix_named(headers):
+    """The same headers under Svix's default (not white-labelled) names."""
+    return {name.replace("webhook-", "svix-"): value for name, value in headers.items()}
+
+
+def test_standard_webhooks_accepts_svixs_header_names():
+    # The published vector, sent as Svix sends it by default.
+    headers = svix_named(STANDARD_HEADERS)
+    assert (
+        verify(
+            "standard_webhooks", [STANDARD_SECRET], headers, STANDARD_BODY, now=STANDARD_TIMESTAMP
+        )
+        == 0
+    )
+    upper = {name.upper(): value for name, value in headers.items()}
+    assert (
+        verify(
+            "standard_webhooks", [STANDARD_SECRET], upper, STANDARD_BODY, now=STANDARD_TIMESTAMP
+        )
+        == 0
+    )
+
+
+def test_both_header_sets_saying_the_same_are_accepted():
+    headers = {**STANDARD_HEADERS, **svix_named(STANDARD_HEADERS)}
+    headers["svix-id"] = f"  {STANDARD_ID} "  # the same value, spaced as HTTP allows
+    assert (
+        verify(
+            "standard_webhooks", [STANDARD_SECRET], headers, STANDARD_BODY, now=STANDARD_TIMESTAMP
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"svix-id": "msg_other"},
+        {"svix-timestamp": str(STANDARD_TIMESTAMP + 1)},
+        {"svix-signature": "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="},
+        {"svix-timestamp": None},  # one set incomplete
+    ],
+    ids=["id", "timestamp", "signature", "incomplete"],
+)
+def test_both_header_sets_disagreeing_are_conflicting_headers(change):
+    headers = {**STANDARD_HEADERS, **svix_named(STANDARD_HEADERS), **change}
+    headers = {name: value for name, value in headers.items() if value is not None}
+    assert rejected(
+        "standard_webhooks", [STANDARD_SECRET], headers, STANDARD_BODY, now=STANDARD_TIMESTAMP
+    ) == ("conflicting_headers")
+
+
+def test_one_svix_header_alone_is_missing_the_others():
+    headers = {"svix-id": STANDARD_ID}
+    assert rejected("standard_webhooks", [STANDARD_SECRET], headers, STANDARD_BODY) == (
+        "missing_header"
+    )
 
 
 def test_the_stripe_fixture_is_refused_once_outside_its_tolerance():
@@ -691,6 +751,7 @@ def test_signature_rejected_carries_its_reason():
 def test_the_scheme_constants():
     assert SCHEMES == ("standard_webhooks", "github", "stripe", "shopify", "slack")
     assert frozenset({"stripe", "shopify", "slack"}) == PROVIDER_ISSUED
+    assert frozenset({"github", "shopify"}) == BODY_ONLY
     assert DEFAULT_TOLERANCE == 300
 
 

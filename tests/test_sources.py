@@ -38,18 +38,24 @@ def create(scheme, name=None, secret=None, **rules):
 
 
 def delivery(scheme, event_id="evt_1", event_type="order.created", **extra):
-    """(body bytes, unsigned headers) the way this provider shapes a delivery."""
+    """(body bytes, unsigned headers) the way this provider shapes a delivery. Two events
+    of GitHub or Shopify differ in their bodies too (those schemes sign the body alone, so
+    the same bytes under another id are a replay)."""
     headers = {}
     if scheme == "standard_webhooks":
         payload = {"type": event_type, "data": {"order": 1, **extra}}
     elif scheme == "github":
-        payload = {"action": "created", "order": 1, **extra}
+        payload = {"action": "created", "order": 1, "for": event_id, **extra}
         headers = {"X-GitHub-Delivery": event_id, "X-GitHub-Event": event_type}
     elif scheme == "stripe":
         payload = {"id": event_id, "object": "event", "type": event_type, "order": 1, **extra}
     elif scheme == "shopify":
-        payload = {"id": 1, "order": 1, **extra}
-        headers = {"X-Shopify-Webhook-Id": event_id, "X-Shopify-Topic": event_type}
+        payload = {"id": 1, "order": 1, "for": event_id, **extra}
+        headers = {
+            "X-Shopify-Event-Id": event_id,
+            "X-Shopify-Webhook-Id": f"wh-{uuid.uuid4()}",  # new on each retry
+            "X-Shopify-Topic": event_type,
+        }
     elif scheme == "slack":
         payload = {
             "type": "event_callback",

@@ -12,7 +12,7 @@ from guardrails.models import Via
 class Command(BaseCommand):
     help = (
         "Manage sources: create one (prints its new key or secret once), rotate its "
-        "credentials with an overlap, or list them. See docs/sources.md."
+        "credentials with an overlap, list them or show one. See docs/sources.md."
     )
 
     def add_arguments(self, parser):
@@ -37,6 +37,15 @@ class Command(BaseCommand):
         types.add_argument("--type-header", metavar="HEADER")
         types.add_argument("--type-path", metavar="PATH")
         types.add_argument("--type", metavar="TYPE", help="Give every event this type.")
+        create.add_argument(
+            "--redact-header",
+            metavar="NAME",
+            action="append",
+            dest="redact_headers",
+            default=[],
+            help="Store this request header as [redacted], besides those named like a "
+            "credential. Repeat for more.",
+        )
         create.add_argument("--description", default="")
         self._actor_argument(create)
 
@@ -55,6 +64,10 @@ class Command(BaseCommand):
 
         listing = sub.add_parser("list", help="Every source, its scheme and credentials.")
         listing.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
+
+        show = sub.add_parser("show", help="One source: its URL, rules and credentials.")
+        show.add_argument("name")
+        show.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
 
     @staticmethod
     def _secret_argument(parser):
@@ -85,6 +98,8 @@ class Command(BaseCommand):
         rules = {}
         if options["header"]:
             rules["api_key_header"] = options["header"]
+        if options["redact_headers"]:
+            rules["redact_headers"] = options["redact_headers"]
         for flag, where in (("id_header", IdFrom.HEADER), ("id_path", IdFrom.BODY)):
             if options[flag]:
                 rules.update(event_id_from=where, event_id_field=options[flag])
@@ -115,8 +130,13 @@ class Command(BaseCommand):
         if scheme == AuthScheme.API_KEY:
             self.stdout.write(f"  Header:    {source.api_key_header}")
         self._show_credential(scheme, plain, given)
+        self._show_rules(info)
+
+    def _show_rules(self, info):
         self.stdout.write(f"  Event id:  {info['event_id']}")
         self.stdout.write(f"  Type:      {info['type']}")
+        if info["redact_headers"]:
+            self.stdout.write(f"  Redacted:  {', '.join(info['redact_headers'])}")
 
     def _show_credential(self, scheme, plain, given):
         what = "API key" if scheme == AuthScheme.API_KEY else "Secret"
@@ -141,6 +161,27 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  Still accepted until {done.retire_at:%Y-%m-%d %H:%M:%S %Z}: {prefixes}"
             )
+
+    def _show(self, *, name, as_json: bool = False, **options):
+        source = Source.objects.prefetch_related("keys").filter(name=name).first()
+        if source is None:
+            raise CommandError(f"No source named {name!r}.")
+        info = sources.summary(source)
+        if as_json:
+            self.stdout.write(json.dumps(info, indent=2))
+            return
+        state = "enabled" if info["enabled"] else "disabled"
+        self.stdout.write(f"Source {name!r} ({source.get_auth_scheme_display()}, {state}).")
+        self.stdout.write(f"  URL:       POST {info['url']}")
+        if source.auth_scheme == AuthScheme.API_KEY:
+            self.stdout.write(f"  Header:    {source.api_key_header}")
+        self._show_rules(info)
+        credentials = ", ".join(
+            c["prefix"] + "…" + (f" (expires {c['expires_at'][:19]})" if c["expires_at"] else "")
+            for c in info["active_credentials"]
+        )
+        self.stdout.write(f"  Active:    {credentials or 'none'}")
+        self.stdout.write(f"  Last used: {(info['last_used_at'] or 'never')[:19]}")
 
     def _list(self, *, as_json: bool = False, **options):
         rows = [sources.summary(s) for s in Source.objects.prefetch_related("keys")]
