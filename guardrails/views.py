@@ -1,3 +1,7 @@
+import codecs
+import json
+import math
+
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -6,13 +10,20 @@ from drf_spectacular.utils import (
 )
 from rest_framework import permissions, serializers
 from rest_framework.decorators import api_view, parser_classes, permission_classes
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser, get_encoding
 from rest_framework.response import Response
+from rest_framework.utils import json as drf_json
 
 from automation_runtime import openapi
 from automation_runtime.errors import error_response
 from events import stats
-from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
+from guardrails.killswitch import (
+    ReasonRequired,
+    UnknownName,
+    set_kill_switch,
+    set_scoped_kill_switch,
+)
 from guardrails.models import Via
 from guardrails.permissions import STATUS_VIEWER_PERMS, is_staff_with_any
 
@@ -63,6 +74,7 @@ class KillSwitchParams(serializers.Serializer):
     source = serializers.CharField(max_length=100, required=False)
     route = serializers.CharField(max_length=100, required=False)
     connector = serializers.CharField(max_length=100, required=False)
+    allow_unknown = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
         if sum(1 for key in ("source", "route", "connector") if attrs.get(key)) > 1:
@@ -70,6 +82,37 @@ class KillSwitchParams(serializers.Serializer):
                 {"scope": "Name at most one of source, route, connector."}
             )
         return attrs
+
+
+class NumberOutOfRange(ParseError):
+    """A JSON number too large for a float: answered 400 `number_out_of_range`, as at ingest."""
+
+    default_code = "number_out_of_range"
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NumberOutOfRange(
+            f"The number {text[:20]} is out of range: JSON numbers must fit a 64-bit float."
+        )
+    return value
+
+
+class FiniteJSONParser(JSONParser):
+    """DRF's JSON parser, but a number too large for a float (1e400) is refused instead
+    of being read as infinity (and then as the text "inf")."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = get_encoding(parser_context or {})
+        try:
+            return json.load(
+                codecs.getreader(encoding)(stream),
+                parse_constant=drf_json.strict_constant,
+                parse_float=_finite_float,
+            )
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
 
 
 _SCOPE_PARAMETERS = [
@@ -90,8 +133,11 @@ _SCOPE_PARAMETERS = [
         "Engages (`enabled=true`) or releases (`enabled=false`) the global kill switch, or "
         "that of one source, route or connector, and records who did it and why in the "
         "audit log. Setting a switch to the state it has changes nothing (`changed: "
-        "false`). The parameters may also come in a JSON or form body; the query string "
-        "wins where both name one."
+        "false`). A scoped switch is only engaged for a name that exists (a source, a "
+        "route, or a connector some route uses) or that has a switch already, unless "
+        "`allow_unknown=true`; releasing one that does not exist changes nothing and "
+        "creates nothing. The parameters may also come in a JSON or form body; the query "
+        "string wins where both name one."
     ),
     tags=["operator"],
     parameters=[
@@ -103,6 +149,12 @@ _SCOPE_PARAMETERS = [
             description="Why; it goes in the audit log.",
         ),
         *_SCOPE_PARAMETERS,
+        OpenApiParameter(
+            "allow_unknown",
+            bool,
+            description="Engage the scoped switch even though no source, route or connector "
+            "has that name (yet); without it such a name is refused with 400 `unknown_name`.",
+        ),
         openapi.BEARER_CHALLENGE,
     ],
     request=dict.fromkeys(
@@ -128,15 +180,19 @@ _SCOPE_PARAMETERS = [
 )
 @api_view(["POST"])
 @permission_classes([CanChangeKillSwitch])
-@parser_classes([JSONParser, FormParser, MultiPartParser])
+@parser_classes([FiniteJSONParser, FormParser, MultiPartParser])
 def kill_switch(request):
     """POST /admin/kill_switch?enabled=true|false&reason=...: engage or release, audited."""
     # Parameters may come in the query string (as documented) or in a JSON or form body.
     data = {}
-    if hasattr(request.data, "dict"):
-        data.update(request.data.dict())
-    elif isinstance(request.data, dict):
-        data.update(request.data)
+    try:
+        body = request.data
+    except NumberOutOfRange as exc:
+        return error_response(400, "number_out_of_range", str(exc.detail))
+    if hasattr(body, "dict"):
+        data.update(body.dict())
+    elif isinstance(body, dict):
+        data.update(body)
     data.update(request.query_params.dict())
     params = KillSwitchParams(data=data)
     if not params.is_valid():
@@ -153,6 +209,7 @@ def kill_switch(request):
                 actor=request.user,
                 reason=data["reason"],
                 via=Via.API,
+                allow_unknown=data["allow_unknown"],
             )
             return Response(
                 {
@@ -171,6 +228,10 @@ def kill_switch(request):
         )
     except ReasonRequired as exc:
         return error_response(400, "invalid_reason", str(exc))
+    except UnknownName as exc:
+        return error_response(
+            400, "unknown_name", f"{exc} Send allow_unknown=true to engage it anyway."
+        )
     return Response(
         {"mode": state.mode, "changed": changed, "kill_switch": state.kill_switch_json()}
     )

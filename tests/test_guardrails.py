@@ -124,6 +124,7 @@ def test_the_cli_flips_a_route_kill_switch_with_a_reason_and_audits_it(two_route
 
 
 def test_the_api_flips_a_connector_kill_switch(client, operator, viewer):
+    Route.objects.create(name="to-crm", event_type="order.*", connector="http", action="post")
     url = "/admin/kill_switch?enabled=true&connector=http&reason=vendor%20down"
 
     assert client.post(url, HTTP_AUTHORIZATION=f"Bearer {viewer.token}").status_code == 403

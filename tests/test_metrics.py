@@ -137,7 +137,7 @@ def test_it_shows_each_workers_slots_claims_and_what_runs_per_route(client, sour
     assert value(families, "automation_route_in_flight", route=route.name) == 1
 
 
-def test_the_kill_switch_shows_as_engaged_with_the_mode(client, operator):
+def test_the_kill_switch_shows_as_engaged_with_the_mode(client, operator, route):
     set_scoped_kill_switch(
         scope="route", name="orders-to-log", engaged=True, actor="ops", reason="x", via="cli"
     )

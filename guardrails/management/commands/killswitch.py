@@ -1,6 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from guardrails.killswitch import ReasonRequired, set_kill_switch, set_scoped_kill_switch
+from guardrails.killswitch import (
+    ReasonRequired,
+    UnknownName,
+    check_known,
+    set_kill_switch,
+    set_scoped_kill_switch,
+)
 from guardrails.models import KillSwitch, RuntimeState, Scope, Via
 
 
@@ -18,10 +24,18 @@ class Command(BaseCommand):
         target.add_argument("--connector", help="Only this connector (its executions are held).")
         parser.add_argument("--reason", default="", help="Why (required for on and off).")
         parser.add_argument(
+            "--allow-unknown",
+            action="store_true",
+            help="Engage a scoped kill switch even though no source, route or connector "
+            "has that name (yet). Without it a name that is not known is refused (exit 2).",
+        )
+        parser.add_argument(
             "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
         )
 
-    def handle(self, *args, state, source, route, connector, reason, actor, **options):
+    def handle(
+        self, *args, state, source, route, connector, reason, actor, allow_unknown, **options
+    ):
         scoped = [
             (s, n)
             for s, n in (
@@ -44,6 +58,7 @@ class Command(BaseCommand):
                     actor=actor,
                     reason=reason,
                     via=Via.CLI,
+                    allow_unknown=allow_unknown,
                 )
             else:
                 _, changed = set_kill_switch(
@@ -51,9 +66,23 @@ class Command(BaseCommand):
                 )
         except ReasonRequired as exc:
             raise CommandError(str(exc)) from None
+        except UnknownName as exc:
+            raise CommandError(
+                f"{exc} Pass --allow-unknown to engage it anyway.", returncode=2
+            ) from None
         if not changed:
             self.stdout.write("The kill switch was already in that state.")
+            if scoped:
+                self._warn_if_unknown(*scoped[0])
         self._show()
+
+    def _warn_if_unknown(self, scope, name):
+        # Releasing a name that is not known is allowed (it never hurts), but it is most
+        # likely a typo that left the intended switch engaged.
+        try:
+            check_known(scope, name)
+        except UnknownName as exc:
+            self.stderr.write(f"Nothing was released: {exc}")
 
     def _show(self):
         current = RuntimeState.current()
