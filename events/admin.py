@@ -28,12 +28,7 @@ from events.models import (
     SourceKey,
     WorkerHeartbeat,
 )
-
-
-def _can_operate(request) -> bool:
-    return request.user.has_perm("guardrails.change_kill_switch") or request.user.has_perm(
-        "events.change_execution"
-    )
+from guardrails.permissions import may_operate
 
 
 class NoCountPaginator(Paginator):
@@ -92,6 +87,7 @@ class SourceForm(forms.ModelForm):
             "event_id_field",
             "type_from",
             "type_field",
+            "redact_headers",
         )
 
     def clean(self):
@@ -157,6 +153,7 @@ class SourceAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Stored headers", {"fields": ("redact_headers",)}),
     )
 
     def get_readonly_fields(self, request, obj=None):
@@ -244,11 +241,11 @@ class SourceAdmin(admin.ModelAdmin):
             messages.WARNING,
         )
 
-    @admin.action(description="Rotate credentials (old ones stay valid for an overlap)…")
+    @admin.action(
+        description="Rotate credentials (old ones stay valid for an overlap)…",
+        permissions=["change"],
+    )
     def rotate_credentials(self, request, queryset):
-        if not request.user.has_perm("events.change_source"):
-            self.message_user(request, "You may not do that.", messages.ERROR)
-            return None
         if queryset.count() != 1:
             self.message_user(request, "Rotate one source at a time.", messages.ERROR)
             return None
@@ -374,6 +371,10 @@ class BigTableAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_operate_permission(self, request):
+        """What the actions that release, replay, cancel or route again ask for."""
+        return may_operate(request.user)
+
     def get_actions(self, request):
         # History goes through `manage.py prune`: batched, audited, and keeping what
         # duplicate detection needs. A delete over a million selected rows does none of it.
@@ -433,11 +434,11 @@ class EventAdmin(BigTableAdmin):
     def exact_search(self, term):
         return Q(event_id=term)
 
-    @admin.action(description="Route again (create executions for routes added since)")
+    @admin.action(
+        description="Route again (create executions for routes added since)",
+        permissions=["operate"],
+    )
     def route_again(self, request, queryset):
-        if not _can_operate(request):
-            self.message_user(request, "You may not do that.", messages.ERROR)
-            return
         created = operations.replay_events(queryset, actor=request.user, via="admin")
         self.message_user(request, f"{created} new execution(s) queued.", messages.SUCCESS)
 
@@ -544,12 +545,6 @@ class ExecutionAdmin(BigTableAdmin):
             rows,
         )
 
-    def _refuse(self, request) -> bool:
-        if _can_operate(request):
-            return False
-        self.message_user(request, "Only operators may do that.", messages.ERROR)
-        return True
-
     @staticmethod
     def _selection(request) -> str:
         if request.POST.get("select_across") in ("1", "True", "true", "on"):
@@ -584,16 +579,12 @@ class ExecutionAdmin(BigTableAdmin):
         self.message_user(request, f"{result} execution(s) {done}.", messages.SUCCESS)
         return None
 
-    @admin.action(description="Release held executions")
+    @admin.action(description="Release held executions", permissions=["operate"])
     def release_held(self, request, queryset):
-        if self._refuse(request):
-            return None
         return self._apply(request, queryset, BulkAction.RELEASE, "released")
 
-    @admin.action(description="Replay (same idempotency key)")
+    @admin.action(description="Replay (same idempotency key)", permissions=["operate"])
     def replay(self, request, queryset):
-        if self._refuse(request):
-            return None
         confirmed = request.POST.get("confirm") == "yes"
         if not confirmed:
             cap = bulk.BULK_MAX + 1
@@ -616,10 +607,8 @@ class ExecutionAdmin(BigTableAdmin):
                 )
         return self._apply(request, queryset, BulkAction.REPLAY, "queued again", force=confirmed)
 
-    @admin.action(description="Cancel (queued, retrying or held)")
+    @admin.action(description="Cancel (queued, retrying or held)", permissions=["operate"])
     def cancel(self, request, queryset):
-        if self._refuse(request):
-            return None
         return self._apply(request, queryset, BulkAction.CANCEL, "cancelled")
 
 

@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from automation_runtime.admin import ReadOnlyAdmin
-from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
+from guardrails.killswitch import UnknownName, check_known, set_kill_switch, set_scoped_kill_switch
 from guardrails.models import (
     AllowedAction,
     AllowedCallable,
@@ -121,6 +121,16 @@ class ScopedKillSwitchForm(forms.ModelForm):
         model = KillSwitch
         fields = ("scope", "name", "engaged")
 
+    def clean(self):
+        cleaned = super().clean()
+        scope, name = cleaned.get("scope"), cleaned.get("name")
+        if self.instance.pk is None and scope and name:  # adding: the name was typed
+            try:
+                check_known(scope, name)
+            except UnknownName as exc:
+                self.add_error("name", str(exc))
+        return cleaned
+
 
 @admin.register(KillSwitch)
 class KillSwitchAdmin(admin.ModelAdmin):
@@ -157,9 +167,6 @@ class KillSwitchAdmin(admin.ModelAdmin):
         obj.pk = switch.pk
 
     def _confirm(self, request, queryset, *, engaged: bool, action: str):
-        if not self.has_change_permission(request):
-            self.message_user(request, "You need the kill switch permission.", messages.ERROR)
-            return None
         reason = request.POST.get("reason", "").strip()
         if request.POST.get("confirm") == "yes" and reason:
             changed = 0
@@ -189,11 +196,11 @@ class KillSwitchAdmin(admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Engage the selected kill switches")
+    @admin.action(description="Engage the selected kill switches", permissions=["change"])
     def engage(self, request, queryset):
         return self._confirm(request, queryset, engaged=True, action="engage")
 
-    @admin.action(description="Release the selected kill switches")
+    @admin.action(description="Release the selected kill switches", permissions=["change"])
     def release(self, request, queryset):
         return self._confirm(request, queryset, engaged=False, action="release")
 

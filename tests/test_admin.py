@@ -5,7 +5,7 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
-from connectors.models import Route
+from connectors.models import CircuitBreaker, Route
 from events.models import Event, Source, SourceKey, hash_key
 from guardrails.models import OperatorAction, RuntimeState
 from tests.test_ingest import ORDER, post
@@ -210,3 +210,25 @@ def test_the_connectors_page_lists_connectors_actions_and_open_circuits(admin_cl
         assert f"<b>{name}</b>" in text
     assert "delete, get, patch, post, put" in text
     assert "api.example.com: <b>Open</b>" in text
+
+
+def test_operators_may_close_a_circuit_and_viewers_are_not_offered_it(client, operator, viewer):
+    route = Route.objects.create(
+        name="crm", event_type="order.*", connector="log", action="record"
+    )
+    circuit = CircuitBreaker.objects.create(route=route, target="api.example.com", state="open")
+    form = {"action": "close", "index": "0", "_selected_action": [circuit.pk]}
+
+    client.force_login(viewer)
+    page = client.get("/admin/connectors/circuitbreaker/")
+    assert b'value="close"' not in page.content
+    client.post("/admin/connectors/circuitbreaker/", form)
+    circuit.refresh_from_db()
+    assert circuit.state == "open"
+    assert not OperatorAction.objects.exists()
+
+    client.force_login(operator)
+    client.post("/admin/connectors/circuitbreaker/", form)
+    circuit.refresh_from_db()
+    assert circuit.state == "closed"
+    assert OperatorAction.objects.get().action == "circuit.close"
