@@ -159,6 +159,18 @@ def _unreadable(path: tuple) -> str:
     )
 
 
+def _revealed(params, error: type[Exception]):
+    """params with every sealed marker unsealed; `error` naming the first unreadable one."""
+
+    def reveal(path, marker):
+        plain = unseal_secret(marker)
+        if plain is None:
+            raise error(_unreadable(path))
+        return plain
+
+    return replace_sealed(params, reveal)
+
+
 def _schema_message(error, secret_paths) -> str:
     where = json_path(error.absolute_path, root="(parameters)")
     if tuple(error.absolute_path) not in secret_paths:
@@ -218,13 +230,7 @@ class Connector:
         self.check(action, params)
 
     def _revealed_for_checks(self, params: dict) -> dict:
-        def reveal(path, marker):
-            plain = unseal_secret(marker)
-            if plain is None:
-                raise ValueError(_unreadable(path))
-            return plain
-
-        return replace_sealed(params, reveal)
+        return _revealed(params, ValueError)
 
     def check(self, action: str, params: dict) -> None:
         """Further checks of a connector's own; raise ValueError.
@@ -257,14 +263,7 @@ class Connector:
     def reveal_secrets(self, params: dict) -> dict:
         """params with every sealed marker replaced by the plain secret, for execute.
         Raises PermanentError, naming the parameter, when one cannot be read."""
-
-        def reveal(path, marker):
-            plain = unseal_secret(marker)
-            if plain is None:
-                raise PermanentError(_unreadable(path))
-            return plain
-
-        return replace_sealed(params, reveal)
+        return _revealed(params, PermanentError)
 
     def redact_secrets(self, action: str, params: dict) -> dict:
         """params with every secret, sealed or plain, replaced by "[redacted]"."""

@@ -1,6 +1,9 @@
-"""Named actors for the specification-style tests."""
+"""Named actors for the specification-style tests, and a guard for outbound calls."""
+
+import ipaddress
 
 import pytest
+import urllib3
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
@@ -68,3 +71,15 @@ def live(tmp_path):
     runtime = LiveRuntime(tmp_path).prepare().start()
     yield runtime
     runtime.close()
+
+
+@pytest.fixture
+def only_loopback(monkeypatch):
+    """A safety net, not a mock: no test here may open a connection beyond 127.0.0.1."""
+    original = urllib3.HTTPConnectionPool.__init__
+
+    def guarded(self, host, *args, **kwargs):
+        assert ipaddress.ip_address(host.strip("[]")).is_loopback, f"test tried to reach {host}"
+        original(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "__init__", guarded)

@@ -191,8 +191,6 @@ def test_admin_static_files_are_served_with_debug_off(client, settings):
 
 
 def test_the_connectors_page_lists_connectors_actions_and_open_circuits(admin_client):
-    from connectors.models import CircuitBreaker
-
     route = Route.objects.create(
         name="crm",
         event_type="order.*",

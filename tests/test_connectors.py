@@ -4,13 +4,11 @@ import base64
 import datetime
 import hashlib
 import hmac
-import ipaddress
 import json
 import socket
 import time
 
 import pytest
-import urllib3
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -23,19 +21,7 @@ from events.models import Execution, ExecutionStatus
 from tests.sink import Sink
 from tests.test_ingest import post
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """A safety net, not a mock: no test here may open a connection beyond 127.0.0.1."""
-    original = urllib3.HTTPConnectionPool.__init__
-
-    def guarded(self, host, *args, **kwargs):
-        assert ipaddress.ip_address(host.strip("[]")).is_loopback, f"test tried to reach {host}"
-        original(self, host, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.HTTPConnectionPool, "__init__", guarded)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from events import ingest, retention, signatures, sources
 from events.models import Event, Execution, RejectedRequest, SignedBody, Source
 from events.payloads import ParsedEvent
 from guardrails.secrets import REDACTED, is_secret_header
+from tests.test_sources import create
 
 pytestmark = pytest.mark.django_db
 
@@ -28,20 +29,6 @@ pytestmark = pytest.mark.django_db
 def everything(db):
     """A route for every event type, so each accepted event makes one execution."""
     return Route.objects.create(name="all", event_type="*", connector="log", action="record")
-
-
-def create(scheme, name=None, secret=None, **fields):
-    """A source made the way `manage.py source create` makes it; returns (source, secret)."""
-    if secret is None and scheme in signatures.PROVIDER_ISSUED:
-        secret = signatures.generate_secret(scheme)
-    return sources.create_source(
-        name=name or scheme.replace("_", "-"),
-        scheme=scheme,
-        secret=secret,
-        actor="tests",
-        via="cli",
-        **fields,
-    )
 
 
 def send(client, name, body, headers, content_type="application/json"):

@@ -4,7 +4,6 @@ saved, addresses that hide a private IPv4 inside IPv6, and headers that are not 
 import ipaddress
 
 import pytest
-import urllib3
 from django.core.exceptions import ValidationError
 
 from connectors import net
@@ -15,21 +14,9 @@ from guardrails.policy import private_address_decision
 from tests.sink import Sink
 from tests.test_ingest import post
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-
-
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """A safety net, not a mock: no test here may open a connection beyond 127.0.0.1."""
-    original = urllib3.HTTPConnectionPool.__init__
-
-    def guarded(self, host, *args, **kwargs):
-        assert ipaddress.ip_address(host.strip("[]")).is_loopback, f"test tried to reach {host}"
-        original(self, host, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.HTTPConnectionPool, "__init__", guarded)
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ import hashlib
 import hmac
 import html
 import importlib
-import ipaddress
 import json
 import re
 import uuid
 
 import pytest
-import urllib3
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -24,24 +22,12 @@ from events.models import Attempt, Execution, ExecutionStatus
 from tests.sink import Sink
 from tests.test_ingest import post
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 
 KEY_BYTES = b"0123456789abcdef0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(KEY_BYTES).decode()
 TOKEN = "Bearer tok_" + "Zq8xW3vB7nK2pL5mR9tY"
 API_KEY = "ak_live_" + "9f8e7d6c5b4a39281706"
-
-
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """A safety net, not a mock: no test here may open a connection beyond 127.0.0.1."""
-    original = urllib3.HTTPConnectionPool.__init__
-
-    def guarded(self, host, *args, **kwargs):
-        assert ipaddress.ip_address(host.strip("[]")).is_loopback, f"test tried to reach {host}"
-        original(self, host, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.HTTPConnectionPool, "__init__", guarded)
 
 
 @pytest.fixture
