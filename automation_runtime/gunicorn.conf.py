@@ -70,7 +70,7 @@ if os.environ.get("LOG_FORMAT", "plain").strip().lower() == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "automation_runtime.logcontext.JsonFormatter"}},
+        "formatters": {"json": {"()": "lib.logcontext.JsonFormatter"}},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",

@@ -166,12 +166,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "automation_runtime.errors.drf_exception_handler",
+    "EXCEPTION_HANDLER": "lib.errors.drf_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# The OpenAPI schema at /api/schema/ (shared pieces in automation_runtime/openapi.py).
+# The OpenAPI schema at /api/schema/ (shared pieces in lib/openapi.py).
 SPECTACULAR_SETTINGS = {
     "TITLE": "Automation Runtime API",
     "VERSION": "0.1.0",
@@ -184,17 +184,17 @@ SPECTACULAR_SETTINGS = {
     # Public: the schema names no secret, and a bad credential must not hide it.
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["automation_runtime.openapi.drop_trailing_slash_aliases"],
+    "PREPROCESSING_HOOKS": ["lib.openapi.drop_trailing_slash_aliases"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "automation_runtime.openapi.document_bad_requests",
+        "lib.openapi.document_bad_requests",
     ],
     "ENUM_NAME_OVERRIDES": {
-        "ErrorStatusEnum": "automation_runtime.openapi.ERROR_STATUSES",
-        "WebhookAckStatusEnum": "automation_runtime.openapi.WEBHOOK_ACK_STATUSES",
-        "ConflictStatusEnum": "automation_runtime.openapi.CONFLICT_STATUSES",
-        "HealthStatusEnum": "automation_runtime.openapi.HEALTH_STATUSES",
-        "ReadinessStatusEnum": "automation_runtime.openapi.READINESS_STATUSES",
+        "ErrorStatusEnum": "lib.openapi.ERROR_STATUSES",
+        "WebhookAckStatusEnum": "lib.openapi.WEBHOOK_ACK_STATUSES",
+        "ConflictStatusEnum": "lib.openapi.CONFLICT_STATUSES",
+        "HealthStatusEnum": "lib.openapi.HEALTH_STATUSES",
+        "ReadinessStatusEnum": "lib.openapi.READINESS_STATUSES",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
@@ -214,7 +214,7 @@ DEMO_MODE = envbool("AUTOMATION_DEMO", False)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 # "plain" lines for people, or "json": one object per line with the event id, execution
-# id, source, route, attempt and worker where known (automation_runtime/logcontext.py).
+# id, source, route, attempt and worker where known (lib/logcontext.py).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json'; got {LOG_FORMAT!r}")
@@ -222,11 +222,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "log_context": {"()": "automation_runtime.logcontext.LogContextFilter"},
+        "log_context": {"()": "lib.logcontext.LogContextFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "automation_runtime.logcontext.JsonFormatter"},
+        "json": {"()": "lib.logcontext.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -26,7 +26,7 @@ urlpatterns = [
     ),
     # Operator JSON endpoints live beside the admin; they come first so the admin's
     # catch-all does not swallow them.
-    path("admin/status", guardrail_views.status, name="operator-status"),
+    path("admin/status", event_views.status, name="operator-status"),
     path("admin/kill_switch", guardrail_views.kill_switch, name="operator-kill-switch"),
     path("admin/", admin.site.urls),
     # JSON unless YAML is asked for (Accept: application/yaml or ?format=yaml).

@@ -9,8 +9,8 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from automation_runtime import openapi
-from automation_runtime.errors import error_response
+from lib import openapi
+from lib.errors import error_response
 
 logger = logging.getLogger(__name__)
 

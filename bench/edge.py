@@ -29,7 +29,7 @@ import time
 from harness import API_KEY, HOST, ROOT, Runtime
 
 sys.path.insert(0, str(ROOT))
-from events import signatures  # a pure module: no Django setup needed
+from lib import signatures  # a pure module: no Django setup needed
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 EVENT_TYPE = "order.created"

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import jsonschema
 
-from automation_runtime.patterns import json_path
-from guardrails import sealing
-from guardrails.secrets import REDACTED
+from lib import sealing
+from lib.patterns import json_path
+from lib.redaction import REDACTED
 
 SEALED = "$sealed"
 SEALING_PURPOSE = "connectors.route.secret-param"

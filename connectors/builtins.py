@@ -9,9 +9,9 @@ from django.utils.module_loading import import_string
 
 from connectors import net
 from connectors.base import Connector, ExecutionContext, PermanentError, Result, RetryableError
-from events import signatures
 from guardrails import policy
-from guardrails.secrets import is_secret_header, redact_headers
+from lib import signatures
+from lib.redaction import is_secret_header, redact_headers
 
 logger = logging.getLogger("connectors")
 

@@ -6,11 +6,11 @@ from django.db import models
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
-from automation_runtime.patterns import finite_json_problem, type_matches
 from connectors import registry, templating
 from connectors.base import value_at
-from guardrails import sealing
 from guardrails.config import WatchedQuerySet
+from lib import sealing
+from lib.patterns import finite_json_problem, type_matches
 
 # Half of one default worker's slots (WORKER_CONCURRENCY=32): a route whose destination
 # hangs leaves the other half to every other route.

@@ -13,8 +13,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from automation_runtime.admin import ReadOnlyAdmin
-from events import bulk, operations, signatures, sources
+from events import bulk, operations, sources
 from events.models import (
     Attempt,
     AuthScheme,
@@ -29,6 +28,8 @@ from events.models import (
     WorkerHeartbeat,
 )
 from guardrails.permissions import may_operate
+from lib import signatures
+from lib.admin import ReadOnlyAdmin
 
 
 class NoCountPaginator(Paginator):

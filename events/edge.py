@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from events import signatures, snapshot, sources
+from events import snapshot, sources
 from events.models import (
     AuthScheme,
     CredentialKind,
@@ -32,6 +32,7 @@ from events.models import (
 )
 from events.payloads import MAX_ID_LENGTH, IngestError, valid_identifier
 from guardrails.models import RuntimeState
+from lib import signatures
 
 logger = logging.getLogger(__name__)
 

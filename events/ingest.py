@@ -9,8 +9,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from automation_runtime.logcontext import bind, log_context
-from events import edge, retention, signatures, snapshot
+from events import edge, retention, snapshot
 from events.engine import wake
 from events.models import (
     Event,
@@ -25,6 +24,8 @@ from events.models import (
 from events.payloads import IngestError, ParsedEvent
 from guardrails import policy
 from guardrails.models import RuntimeState
+from lib import signatures
+from lib.logcontext import bind, log_context
 
 logger = logging.getLogger(__name__)
 

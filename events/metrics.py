@@ -56,7 +56,6 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 from rest_framework import exceptions
 
-from automation_runtime.errors import error_response
 from connectors import circuits
 from connectors.models import Route
 from events import stats
@@ -68,6 +67,7 @@ from events.models import (
     Source,
 )
 from guardrails import permissions
+from lib.errors import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from automation_runtime.patterns import json_path
-from guardrails.secrets import REDACTED, is_secret_header
+from lib.patterns import json_path
+from lib.redaction import REDACTED, is_secret_header
 
 MAX_ID_LENGTH = 255
 MAX_TYPE_LENGTH = 255

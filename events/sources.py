@@ -14,9 +14,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from events import signatures
 from events.models import AuthScheme, CredentialKind, Source, SourceKey, hash_key
-from guardrails import audit, sealing
+from guardrails import audit
+from lib import sealing, signatures
 
 DEFAULT_OVERLAP = timedelta(hours=24)
 

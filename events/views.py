@@ -3,16 +3,21 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.decorators import api_view, permission_classes
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from automation_runtime.errors import error_response
-from automation_runtime.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
-from events import edge, ingest, payloads
+from events import edge, ingest, payloads, stats
 from events.models import AuthScheme
 from events.payloads import IngestError
 from guardrails.models import RuntimeState
+from guardrails.views import CanViewStatus
+from lib import openapi
+from lib.errors import error_response
+from lib.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +227,24 @@ def _source_webhook(request, name: str):
             raise IngestError(400, "invalid_challenge", "url_verification without a challenge.")
         return JsonResponse({"challenge": challenge})
     return _acknowledge(source, payload, request, raw)
+
+
+@extend_schema(
+    operation_id="operator_status",
+    summary="Runtime status",
+    tags=["operator"],
+    parameters=[openapi.BEARER_CHALLENGE],
+    responses={
+        200: OpenApiResponse(
+            openapi.StatusReportSerializer,
+            description="Mode and kill switches, counts, workers, circuits, decisions.",
+        ),
+        **openapi.operator_errors(CanViewStatus.message),
+    },
+)
+@api_view(["GET"])
+@permission_classes([CanViewStatus])
+def status(request):
+    """GET /admin/status: mode, kill switches, processed count, counts by status, workers,
+    open circuits and standing guardrail decisions."""
+    return Response(stats.report())

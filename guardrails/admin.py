@@ -4,7 +4,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from automation_runtime.admin import ReadOnlyAdmin
 from guardrails.killswitch import UnknownName, check_known, set_kill_switch, set_scoped_kill_switch
 from guardrails.models import (
     AllowedAction,
@@ -20,6 +19,7 @@ from guardrails.models import (
     RuntimeState,
     Via,
 )
+from lib.admin import ReadOnlyAdmin
 
 
 class KillSwitchForm(forms.ModelForm):

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import connection, models
 from django.utils import timezone
 
-from automation_runtime.patterns import finite_json_problem
+from lib.patterns import finite_json_problem
 
 
 class Mode(models.TextChoices):

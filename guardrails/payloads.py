@@ -2,7 +2,7 @@
 
 import jsonschema
 
-from automation_runtime.patterns import json_path, type_matches
+from lib.patterns import json_path, type_matches
 
 
 def schema_violation(snap, *, source: str, event_type: str, payload) -> str | None:

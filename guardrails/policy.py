@@ -8,19 +8,21 @@ join these functions; callers do not change.
 import datetime
 import enum
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db.models import Q
 from django.utils import timezone
 
-from automation_runtime.patterns import type_matches
 from guardrails import config, payloads
+from guardrails.killswitch import set_scoped_kill_switch
 from guardrails.models import (
     Mode,
     RateLimit,
     RuntimeState,
     Scope,
 )
+from lib.patterns import type_matches
 
 
 class Verdict(enum.StrEnum):
@@ -94,7 +96,13 @@ def decide_ingest(*, source, event_type: str, payload=None, state=None) -> Decis
     return ALLOW
 
 
-def decide_execution(*, execution, state=None) -> Decision:
+# What rate limits count: the start times of attempts since a moment, for one route
+# (route_id=) or one connector (connector=), oldest first, at most `limit`. The engine,
+# which owns attempts, hands its counter in (events.stats.starts_since).
+StartsSince = Callable[..., list]
+
+
+def decide_execution(*, execution, starts_since: StartsSince, state=None) -> Decision:
     """Whether the worker may call the connector for this execution now.
 
     Called inside the claim's transaction, right before the attempt starts. Reads the
@@ -124,7 +132,7 @@ def decide_execution(*, execution, state=None) -> Decision:
         Scope.CONNECTOR,
         route.connector,
     ) in snap.rate_limited:
-        decision = _rate_limit_decision(route)
+        decision = _rate_limit_decision(route, starts_since)
         if decision:
             return decision
     if state.mode == Mode.DRY_RUN or route.dry_run:
@@ -132,9 +140,7 @@ def decide_execution(*, execution, state=None) -> Decision:
     return ALLOW
 
 
-def _rate_limit_decision(route) -> Decision | None:
-    from events.stats import starts_since
-
+def _rate_limit_decision(route, starts_since: StartsSince) -> Decision | None:
     limits = list(
         RateLimit.objects.select_for_update()
         .filter(
@@ -159,8 +165,6 @@ def _rate_limit_decision(route) -> Decision | None:
                     f"runaway breaker: route {route.name!r} started "
                     f"{limit.runaway_per_hour} or more executions in an hour"
                 )
-                from guardrails.killswitch import set_scoped_kill_switch
-
                 set_scoped_kill_switch(
                     scope=Scope.ROUTE,
                     name=route.name,

@@ -15,9 +15,6 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser, get_
 from rest_framework.response import Response
 from rest_framework.utils import json as drf_json
 
-from automation_runtime import openapi
-from automation_runtime.errors import error_response
-from events import stats
 from guardrails.killswitch import (
     ReasonRequired,
     UnknownName,
@@ -26,6 +23,8 @@ from guardrails.killswitch import (
 )
 from guardrails.models import Via
 from guardrails.permissions import STATUS_VIEWER_PERMS, is_staff_with_any
+from lib import openapi
+from lib.errors import error_response
 
 
 class StaffWithAnyPermission(permissions.BasePermission):
@@ -45,27 +44,6 @@ class CanViewStatus(StaffWithAnyPermission):
 class CanChangeKillSwitch(StaffWithAnyPermission):
     message = "You need the kill switch permission."
     perms = ("guardrails.change_kill_switch",)
-
-
-@extend_schema(
-    operation_id="operator_status",
-    summary="Runtime status",
-    tags=["operator"],
-    parameters=[openapi.BEARER_CHALLENGE],
-    responses={
-        200: OpenApiResponse(
-            openapi.StatusReportSerializer,
-            description="Mode and kill switches, counts, workers, circuits, decisions.",
-        ),
-        **openapi.operator_errors(CanViewStatus.message),
-    },
-)
-@api_view(["GET"])
-@permission_classes([CanViewStatus])
-def status(request):
-    """GET /admin/status: mode, kill switches, processed count, counts by status, workers,
-    open circuits and standing guardrail decisions."""
-    return Response(stats.report())
 
 
 class KillSwitchParams(serializers.Serializer):

@@ -16,10 +16,11 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from connectors.models import Route
-from events import ingest, retention, signatures, sources
+from events import ingest, retention, sources
 from events.models import Event, Execution, RejectedRequest, SignedBody, Source
 from events.payloads import ParsedEvent
-from guardrails.secrets import REDACTED, is_secret_header
+from lib import signatures
+from lib.redaction import REDACTED, is_secret_header
 from tests.test_sources import create
 
 pytestmark = pytest.mark.django_db

@@ -290,10 +290,10 @@ def test_a_bug_met_while_starting_one_execution_fails_it_and_not_the_batch(sourc
     bad, *good = flood(source, route, 3)
     real = policy.decide_execution
 
-    def decide(*, execution, state=None):
+    def decide(*, execution, **kwargs):
         if execution.pk == bad.pk:
             raise KeyError("a rule with a bug")
-        return real(execution=execution, state=state)
+        return real(execution=execution, **kwargs)
 
     monkeypatch.setattr(policy, "decide_execution", decide)
     Worker(concurrency=4, poll_interval=0.01).run(until_idle=True, housekeeping=False)

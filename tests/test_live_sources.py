@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from events import signatures
+from lib import signatures
 
 pytestmark = pytest.mark.live
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from automation_runtime.logcontext import JsonFormatter, LogContextFilter, bind, log_context
 from connectors.models import Route
 from events import ingest
 from events.models import Execution
+from lib.logcontext import JsonFormatter, LogContextFilter, bind, log_context
 from tests.test_ingest import ORDER, post
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from events import signatures
+from lib import signatures
 
 ERROR = "#/components/schemas/Error"
 INGESTION_ERRORS = ("400", "401", "405", "413", "415", "503")

@@ -1,4 +1,4 @@
-"""Webhook signature schemes (events/signatures.py): providers' published examples first, then
+"""Webhook signature schemes (lib/signatures.py): providers' published examples first, then
 our own signing, the clock, missing and malformed headers, rotation, and hostile input."""
 
 import base64
@@ -10,7 +10,7 @@ import random
 import pytest
 from django.http.request import HttpHeaders
 
-from events.signatures import (
+from lib.signatures import (
     BODY_ONLY,
     DEFAULT_TOLERANCE,
     PROVIDER_ISSUED,

@@ -1,6 +1,6 @@
 """POST /webhook/<source>: each source proves its requests by its own scheme.
 
-Signed requests are made with `events.signatures.sign`, which tests/test_signatures.py
+Signed requests are made with `lib.signatures.sign`, which tests/test_signatures.py
 checks against the providers' published examples.
 """
 
@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from events import signatures, sources
+from events import sources
 from events.models import Event, Execution, RejectedRequest, SourceKey
+from lib import signatures
 
 SIGNED = ["standard_webhooks", "github", "stripe", "shopify", "slack"]
 TIMESTAMPED = ["standard_webhooks", "stripe", "slack"]

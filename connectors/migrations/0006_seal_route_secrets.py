@@ -13,7 +13,7 @@ from django.db import migrations
 
 from connectors import registry
 from connectors.base import replace_sealed, unseal_secret, value_at
-from guardrails import sealing
+from lib import sealing
 
 
 def _connector(name):

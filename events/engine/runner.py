@@ -23,13 +23,14 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from automation_runtime.logcontext import log_context
 from connectors import circuits, registry, templating
 from connectors.base import Connector, ExecutionContext, PermanentError, RetryableError
+from events import stats
 from events.engine import claims
 from events.models import Attempt, AttemptOutcome, Execution, ExecutionStatus
 from guardrails import config, policy
 from guardrails.models import RuntimeState
+from lib.logcontext import log_context
 
 logger = logging.getLogger("events.engine")
 
@@ -182,7 +183,7 @@ def _decide(ex, connector, target, state, snap, circuit_rows, owner):
         # Its event was pruned (docs/retention.md) after a replay queued it.
         reason = "its event was pruned; there is no payload to run it with"
         return ExecutionStatus.CANCELLED, reason, None
-    decision = policy.decide_execution(execution=ex, state=state)
+    decision = policy.decide_execution(execution=ex, state=state, starts_since=stats.starts_since)
     if decision.verdict is policy.Verdict.DEFER:
         # A rate limit: wait for the window without spending an attempt.
         return ExecutionStatus.RETRYING, decision.reason, decision.until
