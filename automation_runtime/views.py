@@ -5,31 +5,21 @@ from django.db.migrations.executor import MigrationExecutor
 from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from lib import openapi
 from lib.errors import error_response
+from lib.negotiation import AlwaysJson
 
 logger = logging.getLogger(__name__)
 
 _migrations_seen_applied = False
 
 
-class AnyAccept(BaseContentNegotiation):
-    """JSON whatever the Accept header says: a probe must not fail on 406."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-
 def _probe(func):
     """A public GET (and HEAD) endpoint without authentication or content negotiation."""
-    func.content_negotiation_class = AnyAccept
+    func.content_negotiation_class = AlwaysJson
     return api_view(["GET", "HEAD"])(
         authentication_classes([])(permission_classes([AllowAny])(func))
     )

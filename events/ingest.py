@@ -18,8 +18,6 @@ from events.models import (
     ExecutionStatus,
     SignedBody,
     Source,
-    SourceKey,
-    hash_key,
 )
 from events.payloads import IngestError, ParsedEvent
 from guardrails import policy
@@ -28,19 +26,6 @@ from lib import signatures
 from lib.logcontext import bind, log_context
 
 logger = logging.getLogger(__name__)
-
-
-def source_for_api_key(key: str | None) -> Source | None:
-    """The enabled source owning this active API key, or None."""
-    if not key:
-        return None
-    row = (
-        SourceKey.objects.active()
-        .select_related("source")
-        .filter(key_hash=hash_key(key), source__enabled=True)
-        .first()
-    )
-    return row.source if row is not None else None
 
 
 @dataclass(frozen=True)

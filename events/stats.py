@@ -36,11 +36,6 @@ def queue_wait(now=None) -> dict:
     }
 
 
-def oldest_queued_age_seconds(now=None) -> float | None:
-    """See queue_wait."""
-    return queue_wait(now)["oldest_age_seconds"]
-
-
 def workers_summary() -> list[dict]:
     """The live workers, newest heartbeat first."""
     return [

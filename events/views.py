@@ -5,7 +5,6 @@ from django.db import DatabaseError
 from django.http import JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, permission_classes
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +16,7 @@ from guardrails.models import RuntimeState
 from guardrails.views import CanViewStatus
 from lib import openapi
 from lib.errors import error_response
+from lib.negotiation import AlwaysJson
 from lib.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ def _read_body(request, limit: int) -> bytes:
     return body
 
 
-class _FirstRenderer(BaseContentNegotiation):
-    """Answer in JSON whatever the sender's Accept header says: senders' Accept headers
-    vary (Stripe sends application/xml among others) and a webhook must not fail on 406."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-
 class _EdgeView(APIView):
     """Our own edge: no DRF authentication, parsing or metadata. The views read the raw
     bytes themselves, because signatures are checked over exactly those bytes."""
@@ -77,7 +66,7 @@ class _EdgeView(APIView):
     parser_classes = []
     throttle_classes = []
     metadata_class = None
-    content_negotiation_class = _FirstRenderer
+    content_negotiation_class = AlwaysJson
 
     def answer(self, handler, request, *args):
         try:
