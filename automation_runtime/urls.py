@@ -9,8 +9,9 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView
 
 from automation_runtime import views
-from events import metrics as event_metrics
-from events import views as event_views
+from events.intake import views as event_views
+from events.observe import metrics as event_metrics
+from events.observe import views as status_views
 from guardrails import views as guardrail_views
 
 urlpatterns = [
@@ -26,7 +27,7 @@ urlpatterns = [
     ),
     # Operator JSON endpoints live beside the admin; they come first so the admin's
     # catch-all does not swallow them.
-    path("admin/status", event_views.status, name="operator-status"),
+    path("admin/status", status_views.status, name="operator-status"),
     path("admin/kill_switch", guardrail_views.kill_switch, name="operator-kill-switch"),
     path("admin/", admin.site.urls),
     # JSON unless YAML is asked for (Accept: application/yaml or ?format=yaml).

@@ -8,6 +8,7 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from events.observe.stats import workers_summary
 from lib import openapi
 from lib.errors import error_response
 from lib.negotiation import AlwaysJson
@@ -85,7 +86,6 @@ def ready(request):
 
 
 def _live_workers() -> list[dict]:
-    from events.stats import workers_summary
 
     try:
         # Unauthenticated: ids and heartbeats only.

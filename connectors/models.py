@@ -9,6 +9,7 @@ from django.dispatch import receiver
 from connectors import registry, templating
 from connectors.base import value_at
 from guardrails.config import WatchedQuerySet
+from guardrails.policy import action_decision
 from lib import sealing
 from lib.patterns import finite_json_problem, type_matches
 
@@ -18,7 +19,7 @@ DEFAULT_MAX_IN_FLIGHT = 16
 
 
 class RouteQuerySet(WatchedQuerySet):
-    # Cached per process by ingestion (events/snapshot.py): every change bumps the token.
+    # Cached per process by ingestion (events/sources/snapshot.py): every change bumps the token.
 
     def enabled(self):
         return self.filter(enabled=True)
@@ -110,7 +111,6 @@ class Route(models.Model):
             raise ValidationError(
                 {"action": "Set SECRET_KEY first: secret parameters are stored encrypted with it."}
             )
-        from guardrails.policy import action_decision
 
         decision = action_decision(self.connector, self.action)
         if not decision.allowed:

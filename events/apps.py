@@ -6,8 +6,9 @@ class EventsConfig(AppConfig):
     verbose_name = "Events and executions"
 
     def ready(self):
-        from events import snapshot
+        # Models can be imported only once the app registry is ready.
         from events.models import Source
+        from events.sources import snapshot
         from guardrails import killswitch
         from guardrails.models import Scope
 

@@ -62,7 +62,8 @@ class HeaderNamesField(models.JSONField):
 
 
 class SourceQuerySet(WatchedQuerySet):
-    """Cached per process by ingestion (events/snapshot.py): every change bumps the token."""
+    """Cached per process by ingestion (events/sources/snapshot.py): every change bumps
+    the token."""
 
 
 class Source(models.Model):
@@ -117,9 +118,10 @@ class Source(models.Model):
         return self.name
 
     def clean(self):
-        from events import edge
+        # Inside: the rules module reads these models, so it cannot be imported above.
+        from events.sources import rules
 
-        edge.check_rules(self)
+        rules.check_rules(self)
 
     def issue_key(self, *, key: str | None = None, label: str = "") -> tuple["SourceKey", str]:
         """Add an API key; returns the row and the plain key, which is never stored."""
@@ -486,6 +488,19 @@ class AttemptOutcome(models.TextChoices):
     """The worker was told to stop at once mid-action and gave the execution back."""
 
 
+class AttemptQuerySet(models.QuerySet):
+    def start_times(self, *, since, limit: int, route_id=None, connector=None) -> list:
+        """Start times of attempts since `since` (oldest first, at most the `limit` newest)
+        for one route or one connector: what rate limits count."""
+        attempts = self.filter(started_at__gte=since)
+        if route_id is not None:
+            attempts = attempts.filter(execution__route_id=route_id)
+        if connector is not None:
+            attempts = attempts.filter(execution__route__connector=connector)
+        newest = attempts.order_by("-started_at").values_list("started_at", flat=True)[:limit]
+        return sorted(newest)
+
+
 class Attempt(models.Model):
     """One try of an execution."""
 
@@ -503,6 +518,8 @@ class Attempt(models.Model):
     error_message = models.TextField(blank=True)
     response_summary = models.JSONField(default=dict, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    objects = AttemptQuerySet.as_manager()
 
     class Meta:
         ordering = ["execution", "number"]

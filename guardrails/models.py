@@ -1,7 +1,9 @@
 import hashlib
 import secrets
 
+import jsonschema
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.utils import timezone
 
@@ -306,8 +308,6 @@ class PayloadSchema(models.Model):
         return f"{self.source}: {self.event_type}"
 
     def clean(self):
-        import jsonschema
-        from django.core.exceptions import ValidationError
 
         problem = finite_json_problem(self.schema, root="(schema)")
         if problem:

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -98,7 +99,7 @@ def decide_ingest(*, source, event_type: str, payload=None, state=None) -> Decis
 
 # What rate limits count: the start times of attempts since a moment, for one route
 # (route_id=) or one connector (connector=), oldest first, at most `limit`. The engine,
-# which owns attempts, hands its counter in (events.stats.starts_since).
+# which owns attempts, hands its counter in (Attempt.objects.start_times).
 StartsSince = Callable[..., list]
 
 
@@ -198,7 +199,6 @@ def _host_matches(host: str, pattern: str) -> bool:
 
 def outbound_host_decision(host: str) -> Decision:
     """May a connector talk to this host name? Only hosts on the outbound allowlist."""
-    from django.conf import settings
 
     host = (host or "").lower().rstrip(".")
     allowed = [*settings.OUTBOUND_HOSTS, *config.current().allowed_hosts]
@@ -279,7 +279,6 @@ def private_address_decision(host: str, address) -> Decision:
     the like) is refused when any IPv4 address in it is private, unless that IPv4 address
     (or the host name) is allowed: listing an IPv6 network does not allow a private IPv4
     address hidden inside it."""
-    from django.conf import settings
 
     entries = [entry.strip().lower() for entry in settings.OUTBOUND_ALLOW_PRIVATE]
     if host.lower() in entries:
@@ -306,7 +305,6 @@ def private_address_decision(host: str, address) -> Decision:
 
 
 def python_callable_decision(path: str) -> Decision:
-    from django.conf import settings
 
     if path in settings.PYTHON_CALLABLES or path in config.current().allowed_callables:
         return ALLOW

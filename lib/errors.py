@@ -49,3 +49,14 @@ def drf_exception_handler(exc, context):
     message = detail if isinstance(detail, str) else str(detail or exc)
     response.data = {"status": "error", "error": {"code": code, "message": message}}
     return response
+
+
+class IngestError(Exception):
+    """A request we refuse, with its HTTP status, a stable code and a message for people:
+    answered as the JSON error body (error_response)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message

@@ -96,7 +96,7 @@ def _format_characters() -> str:
     return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
 
 
-# An identifier the runtime stores (events.payloads.valid_identifier): at most 255 long,
+# An identifier the runtime stores (events.intake.parsing.valid_identifier): at most 255 long,
 # not blank, no leading or trailing whitespace, no control or format characters.
 _UNSHOWN = r"\x00-\x1f\x7f-\x9f" + _format_characters()
 _IDENTIFIER = {

@@ -10,7 +10,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connectors.models import Route
-from events import bulk
 from events.models import (
     Attempt,
     BulkAction,
@@ -20,6 +19,7 @@ from events.models import (
     Execution,
     Source,
 )
+from events.operate import bulk
 from guardrails.models import OperatorAction
 
 pytestmark = pytest.mark.django_db

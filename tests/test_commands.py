@@ -287,8 +287,8 @@ def test_status_and_the_status_api_report_the_same_queue_wait(client, operator, 
     from django.core.management import call_command
     from django.utils import timezone
 
-    from events import dashboard
     from events.models import Execution
+    from events.observe import dashboard
     from tests.test_ingest import ORDER, post
 
     assert post(client, ORDER, key=source.api_key).status_code == 202

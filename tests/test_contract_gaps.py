@@ -14,8 +14,8 @@ from django.urls import URLPattern
 
 from automation_runtime import urls
 from connectors.models import Route
-from events import sources
 from events.models import Event, RejectedRequest, Source
+from events.sources import credentials
 from guardrails.models import KillSwitch, OperatorAction, RuntimeState
 from tests.test_ingest import error_code, post
 from tests.test_sources import create, delivery, send, signed
@@ -395,7 +395,7 @@ def test_a_misleading_id_is_refused_from_headers_too(client, source, route):
 
 
 def test_a_fixed_type_rule_with_a_format_character_is_refused_at_save(db):
-    with pytest.raises(sources.SourceError, match="format"):
+    with pytest.raises(credentials.SourceError, match="format"):
         create("api_key", name="alerts", type_from="fixed", type_field="alert\u200b")
     assert not Source.objects.filter(name="alerts").exists()
 

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from connectors.models import Route
-from events import dashboard
 from events.models import Attempt, Event, Execution, WorkerHeartbeat
+from events.observe import dashboard
 from guardrails.killswitch import set_kill_switch
 from guardrails.models import Mode, RuntimeState
 

@@ -16,9 +16,11 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from connectors.models import Route
-from events import ingest, retention, sources
+from events.intake import ingest
+from events.intake.parsing import ParsedEvent
 from events.models import Event, Execution, RejectedRequest, SignedBody, Source
-from events.payloads import ParsedEvent
+from events.operate import retention
+from events.sources import credentials
 from lib import signatures
 from lib.redaction import REDACTED, is_secret_header
 from tests.test_sources import create
@@ -507,7 +509,7 @@ def test_a_source_names_extra_headers_to_redact(client, everything):
 
 @pytest.mark.parametrize("names", [["X Bad"], ["X-Ok", ""], "X-Not-A-List", [7], ["é"]], ids=repr)
 def test_a_source_refuses_extra_redacted_headers_that_are_not_header_names(names):
-    with pytest.raises(sources.SourceError, match="redact_headers"):
+    with pytest.raises(credentials.SourceError, match="redact_headers"):
         create("api_key", name="crm", redact_headers=names)
     assert not Source.objects.exists()
 
@@ -534,7 +536,10 @@ def test_source_create_takes_headers_to_redact_and_shows_them(db, capsys):
     shown = StringIO()
     call_command("source", "show", "crm", stdout=shown)
     assert "x-tenant-pin, x-pager" in shown.getvalue()
-    assert sources.summary(Source.objects.get())["redact_headers"] == ["x-tenant-pin", "x-pager"]
+    assert credentials.summary(Source.objects.get())["redact_headers"] == [
+        "x-tenant-pin",
+        "x-pager",
+    ]
 
 
 def test_the_admin_edits_the_headers_a_source_redacts(admin_client):

@@ -8,10 +8,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import Route
-from events import operations
 from events.engine import claims, leases
 from events.engine import runner as engine
 from events.models import Attempt, Event, Execution, ExecutionStatus
+from events.operate import operations
 from guardrails.killswitch import set_kill_switch
 from guardrails.models import OperatorAction, RuntimeState
 from tests.test_ingest import post

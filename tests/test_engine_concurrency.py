@@ -11,11 +11,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from connectors.models import Route
-from events import ingest
 from events.engine import claims, leases, runner, wake
 from events.engine.worker import Worker
+from events.intake import ingest
+from events.intake.parsing import ParsedEvent
 from events.models import Attempt, Execution, ExecutionStatus
-from events.payloads import ParsedEvent
 from guardrails.killswitch import set_kill_switch
 from guardrails.models import RuntimeState
 from tests.test_settings import run_check

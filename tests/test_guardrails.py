@@ -10,9 +10,9 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from connectors.models import Route
-from events import operations
 from events.engine import runner as engine
 from events.models import Event, Execution, ExecutionStatus, Source
+from events.operate import operations
 from guardrails.killswitch import set_scoped_kill_switch
 from guardrails.models import AllowedEventType, KillSwitch, OperatorAction, RateLimit
 from tests.test_ingest import post

@@ -365,7 +365,7 @@ def test_it_answers_503_and_stores_nothing_when_the_database_is_unavailable(
     # failure is injected at the storage call to check nothing partial is left.
     from django.db import OperationalError
 
-    from events import ingest
+    from events.intake import ingest
 
     def outage(*args, **kwargs):
         raise OperationalError("connection refused")

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from connectors.models import Route
-from events import ingest
+from events.intake import ingest
 from events.models import Execution
 from lib.logcontext import JsonFormatter, LogContextFilter, bind, log_context
 from tests.test_ingest import ORDER, post

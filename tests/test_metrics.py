@@ -9,8 +9,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.models import Route
-from events import metrics as runtime_metrics
 from events.models import Attempt, Event, EventStatus, Execution, ExecutionStatus
+from events.observe import metrics as runtime_metrics
 from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
 from tests.test_ingest import ORDER, post
 

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from events import sources
 from events.models import Event, Execution, RejectedRequest, SourceKey
+from events.sources import credentials
 from lib import signatures
 
 SIGNED = ["standard_webhooks", "github", "stripe", "shopify", "slack"]
@@ -28,7 +28,7 @@ def create(scheme, name=None, secret=None, **rules):
     """A source made the way `manage.py source create` makes it; returns (source, secret)."""
     if secret is None and scheme in signatures.PROVIDER_ISSUED:
         secret = signatures.generate_secret(scheme)
-    return sources.create_source(
+    return credentials.create_source(
         name=name or scheme.replace("_", "-"),
         scheme=scheme,
         secret=secret,
@@ -186,7 +186,7 @@ def test_each_missing_signature_header_is_refused(client, route, scheme):
 def test_rotation_accepts_old_and_new_until_the_overlap_ends(client, route, scheme):
     source, old = create(scheme)
     new = signatures.generate_secret(scheme) if scheme in signatures.PROVIDER_ISSUED else None
-    rotation = sources.rotate(
+    rotation = credentials.rotate(
         source, secret=new, overlap=timedelta(hours=1), actor="tests", via="cli"
     )
     new = rotation.plain
@@ -273,7 +273,7 @@ def test_api_keys_expire_and_another_sources_key_is_refused(client, route):
 
 def test_a_source_with_a_rotated_api_key_accepts_both_during_the_overlap(client, route):
     source, old = create("api_key", name="crm")
-    new = sources.rotate(source, overlap=timedelta(minutes=5), actor="tests", via="cli").plain
+    new = credentials.rotate(source, overlap=timedelta(minutes=5), actor="tests", via="cli").plain
     body, _ = delivery("api_key")
     body2, _ = delivery("api_key", event_id="evt_2")
 
@@ -510,10 +510,10 @@ def test_secrets_never_reach_the_logs_or_the_admin(client, admin_client, route, 
 
 
 def test_a_provider_issued_secret_is_required_and_checked(db):
-    with pytest.raises(sources.SourceError, match="--secret"):
-        sources.create_source(name="stripe", scheme="stripe", actor="tests", via="cli")
-    with pytest.raises(sources.SourceError, match="whsec_"):
-        sources.create_source(
+    with pytest.raises(credentials.SourceError, match="--secret"):
+        credentials.create_source(name="stripe", scheme="stripe", actor="tests", via="cli")
+    with pytest.raises(credentials.SourceError, match="whsec_"):
+        credentials.create_source(
             name="sw", scheme="standard_webhooks", secret="plain", actor="tests", via="cli"
         )
     assert not SourceKey.objects.exists()

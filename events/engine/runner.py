@@ -25,7 +25,6 @@ from django.utils import timezone
 
 from connectors import circuits, registry, templating
 from connectors.base import Connector, ExecutionContext, PermanentError, RetryableError
-from events import stats
 from events.engine import claims
 from events.models import Attempt, AttemptOutcome, Execution, ExecutionStatus
 from guardrails import config, policy
@@ -183,7 +182,9 @@ def _decide(ex, connector, target, state, snap, circuit_rows, owner):
         # Its event was pruned (docs/retention.md) after a replay queued it.
         reason = "its event was pruned; there is no payload to run it with"
         return ExecutionStatus.CANCELLED, reason, None
-    decision = policy.decide_execution(execution=ex, state=state, starts_since=stats.starts_since)
+    decision = policy.decide_execution(
+        execution=ex, state=state, starts_since=Attempt.objects.start_times
+    )
     if decision.verdict is policy.Verdict.DEFER:
         # A rate limit: wait for the window without spending an attempt.
         return ExecutionStatus.RETRYING, decision.reason, decision.until

@@ -3,7 +3,7 @@ view the runtime status (the same rule as GET /admin/status)."""
 
 from django import template
 
-from events import dashboard
+from events.observe import dashboard
 from guardrails.permissions import may_view_status
 
 register = template.Library()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from events import demo
+from events.sources import demo
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from events import operations, retention
 from events.models import Event, EventStatus, Execution, ExecutionStatus
+from events.operate import operations, retention
 
 
 def when(value: str) -> datetime.datetime:

@@ -4,9 +4,9 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from events import bulk
 from events.engine import leases
 from events.engine.worker import Worker
+from events.operate import bulk
 
 logger = logging.getLogger(__name__)
 

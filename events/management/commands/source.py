@@ -4,8 +4,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from events import sources
 from events.models import AuthScheme, IdFrom, Source, TypeFrom
+from events.sources import credentials
 from guardrails.models import Via
 
 
@@ -85,7 +85,7 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         try:
             getattr(self, f"_{action}")(**options)
-        except sources.SourceError as exc:
+        except credentials.SourceError as exc:
             raise CommandError(str(exc)) from None
 
     @staticmethod
@@ -115,7 +115,7 @@ class Command(BaseCommand):
         if Source.objects.filter(name=name).exists():
             raise CommandError(f"A source named {name!r} already exists.")
         given = self._read_secret(secret)
-        source, plain = sources.create_source(
+        source, plain = credentials.create_source(
             name=name,
             scheme=scheme,
             secret=given,
@@ -124,7 +124,7 @@ class Command(BaseCommand):
             description=description,
             **rules,
         )
-        info = sources.summary(source)
+        info = credentials.summary(source)
         self.stdout.write(f"Created source {name!r} ({source.get_auth_scheme_display()}).")
         self.stdout.write(f"  URL:       POST {info['url']}")
         if scheme == AuthScheme.API_KEY:
@@ -141,19 +141,21 @@ class Command(BaseCommand):
     def _show_credential(self, scheme, plain, given):
         what = "API key" if scheme == AuthScheme.API_KEY else "Secret"
         if given:
-            self.stdout.write(f"  {what}:    the one you gave ({sources.prefix_of(plain)}…)")
+            self.stdout.write(f"  {what}:    the one you gave ({credentials.prefix_of(plain)}…)")
         else:
             self.stdout.write(f"  {what}:    {plain}")
             self.stdout.write("             (shown once: copy it now)")
 
     def _rotate(self, *, name, secret, overlap, actor, **options):
-        duration = sources.parse_duration(overlap)
+        duration = credentials.parse_duration(overlap)
         given = self._read_secret(secret)
         with transaction.atomic():
             source = Source.objects.select_for_update().filter(name=name).first()
             if source is None:
                 raise CommandError(f"No source named {name!r}.")
-            done = sources.rotate(source, secret=given, overlap=duration, actor=actor, via=Via.CLI)
+            done = credentials.rotate(
+                source, secret=given, overlap=duration, actor=actor, via=Via.CLI
+            )
         self.stdout.write(f"Rotated the credentials of {name!r}.")
         self._show_credential(source.auth_scheme, done.plain, given)
         if done.retiring:
@@ -166,7 +168,7 @@ class Command(BaseCommand):
         source = Source.objects.prefetch_related("keys").filter(name=name).first()
         if source is None:
             raise CommandError(f"No source named {name!r}.")
-        info = sources.summary(source)
+        info = credentials.summary(source)
         if as_json:
             self.stdout.write(json.dumps(info, indent=2))
             return
@@ -176,15 +178,15 @@ class Command(BaseCommand):
         if source.auth_scheme == AuthScheme.API_KEY:
             self.stdout.write(f"  Header:    {source.api_key_header}")
         self._show_rules(info)
-        credentials = ", ".join(
+        active = ", ".join(
             c["prefix"] + "…" + (f" (expires {c['expires_at'][:19]})" if c["expires_at"] else "")
             for c in info["active_credentials"]
         )
-        self.stdout.write(f"  Active:    {credentials or 'none'}")
+        self.stdout.write(f"  Active:    {active or 'none'}")
         self.stdout.write(f"  Last used: {(info['last_used_at'] or 'never')[:19]}")
 
     def _list(self, *, as_json: bool = False, **options):
-        rows = [sources.summary(s) for s in Source.objects.prefetch_related("keys")]
+        rows = [credentials.summary(s) for s in Source.objects.prefetch_related("keys")]
         if as_json:
             self.stdout.write(json.dumps(rows, indent=2))
             return

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from events import stats
+from events.observe import stats
 
 
 def _age(seconds: float | None) -> str:

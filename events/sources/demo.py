@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from events import sources
 from events.models import AuthScheme, Source, SourceKey, hash_key
+from events.sources import credentials
 from guardrails.models import OperatorToken, hash_token
 from guardrails.permissions import ensure_groups
 
@@ -64,7 +64,7 @@ def _ensure_demo_github_secret() -> None:
         },
     )
     active = source.keys.active()
-    if any(sources.unseal(k.secret_ciphertext) == DEMO_GITHUB_SECRET for k in active):
+    if any(credentials.unseal(k.secret_ciphertext) == DEMO_GITHUB_SECRET for k in active):
         return
     active.update(revoked_at=timezone.now())
-    sources.add_credential(source, secret=DEMO_GITHUB_SECRET, label="demo")
+    credentials.add_credential(source, secret=DEMO_GITHUB_SECRET, label="demo")

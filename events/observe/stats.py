@@ -1,9 +1,11 @@
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from connectors import circuits
 from connectors.models import Route
 from events.engine.heartbeat import live_workers
 from events.models import Event, EventStatus, Execution, ExecutionStatus
+from guardrails.models import KillSwitch, RuntimeState
 
 
 def counts_by_status() -> dict:
@@ -65,20 +67,6 @@ def in_flight_by_route() -> list[dict]:
     ]
 
 
-def starts_since(*, since, limit: int, route_id=None, connector=None) -> list:
-    """Start times of attempts since `since` (oldest first, at most the `limit` newest)
-    for one route or one connector: what rate limits count."""
-    from events.models import Attempt
-
-    attempts = Attempt.objects.filter(started_at__gte=since)
-    if route_id is not None:
-        attempts = attempts.filter(execution__route_id=route_id)
-    if connector is not None:
-        attempts = attempts.filter(execution__route__connector=connector)
-    newest = list(attempts.order_by("-started_at").values_list("started_at", flat=True)[:limit])
-    return sorted(newest)
-
-
 def decisions_by_reason(limit: int = 20) -> list[dict]:
     """Guardrail decisions standing now, counted by reason: held and blocked events and
     executions, and executions deferred by a rate limit or an open circuit."""
@@ -109,8 +97,6 @@ def decisions_by_reason(limit: int = 20) -> list[dict]:
 def report() -> dict:
     """Everything an operator asks first, as `/admin/status` and `manage.py status --json`
     show it: mode and kill switches, counts, live workers, open circuits, decisions."""
-    from connectors import circuits
-    from guardrails.models import KillSwitch, RuntimeState
 
     state = RuntimeState.current()
     counts = counts_by_status()

@@ -9,7 +9,8 @@ from django.utils import timezone
 from connectors.models import Route
 from events.engine import wake
 from events.models import Event, EventStatus, Execution, ExecutionStatus
-from guardrails import audit
+from events.operate import retention
+from guardrails import audit, policy
 
 CHUNK = 1000
 
@@ -34,7 +35,6 @@ def requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
     Executions whose event was pruned (its payload is gone, docs/retention.md) are never
     queued again: their action would run without its payload. `progress(done, total)` is
     called after each chunk."""
-    from events import retention
 
     moved = []
     now = timezone.now()
@@ -164,8 +164,6 @@ def route_event(event: Event) -> list[int]:
     How an `unrouted` event runs once a route for its type exists. Returns the new
     execution ids (claimable once this commits).
     """
-    from events import retention
-    from guardrails import policy
 
     if retention.is_stripped(event):
         return []  # pruned: its payload is gone, so nothing may run for it any more

@@ -3,19 +3,14 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import JsonResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.decorators import api_view, permission_classes
 from rest_framework.permissions import AllowAny
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events import edge, ingest, payloads, stats
+from events.intake import ingest, parsing
 from events.models import AuthScheme
-from events.payloads import IngestError
+from events.sources import auth, rules
 from guardrails.models import RuntimeState
-from guardrails.views import CanViewStatus
-from lib import openapi
-from lib.errors import error_response
+from lib.errors import IngestError, error_response
 from lib.negotiation import AlwaysJson
 from lib.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 
@@ -122,10 +117,10 @@ def _check_content_encoding(request) -> None:
         )
 
 
-def _refused(exc: edge.Rejected, challenge: str):
+def _refused(exc: auth.Rejected, challenge: str):
     """One 401 for every failure: the reason is counted for operators, not told."""
     logger.info("webhook refused: source=%s reason=%s", exc.source_name, exc.reason)
-    edge.record_rejection(exc)
+    auth.record_rejection(exc)
     return error_response(
         401, "unauthorized", "Missing or invalid credentials.", WWW_Authenticate=challenge
     )
@@ -135,10 +130,10 @@ def _json_body(request, raw: bytes, *, allow_form: bool) -> dict:
     content_type = request.content_type or ""
     charset = (request.content_params or {}).get("charset", "utf-8").lower()
     if allow_form and content_type == "application/x-www-form-urlencoded":
-        raw = payloads.form_payload(raw)
+        raw = parsing.form_payload(raw)
     elif not _is_json(content_type) or charset not in ("utf-8", "utf8"):
         return _unsupported(allow_form)
-    return payloads.parse_object(
+    return parsing.parse_object(
         raw,
         max_depth=settings.MAX_JSON_DEPTH,
         max_keys=settings.MAX_JSON_KEYS,
@@ -156,11 +151,11 @@ def _unsupported(allow_form: bool):
 
 
 def _acknowledge(source, payload: dict, request, raw: bytes, state=None):
-    event_id, event_type = edge.identify(source, payload, request.headers, raw)
+    event_id, event_type = rules.identify(source, payload, request.headers, raw)
     result = ingest.ingest(
         source,
-        payloads.parsed_event(payload, event_id, event_type),
-        headers=payloads.select_headers(
+        parsing.parsed_event(payload, event_id, event_type),
+        headers=parsing.select_headers(
             request.headers, secret_header=source.api_key_header, extra=source.redact_headers
         ),
         state=state,
@@ -190,8 +185,8 @@ def _webhook(request):
     _check_content_encoding(request)
     state = RuntimeState.current()  # one read serves the key cache and the kill switch
     try:
-        source = edge.authenticate_api_key(request.headers.get("X-API-Key"), state=state)
-    except edge.Rejected as exc:
+        source = auth.authenticate_api_key(request.headers.get("X-API-Key"), state=state)
+    except auth.Rejected as exc:
         return _refused(exc, 'ApiKey header="X-API-Key"')
     if not _is_json(request.content_type or ""):
         _unsupported(allow_form=False)
@@ -205,8 +200,8 @@ def _source_webhook(request, name: str):
     _check_declared_length(request, limit)
     _check_content_encoding(request)
     try:
-        source, raw = edge.authenticate(name, request.headers, lambda: _read_body(request, limit))
-    except edge.Rejected as exc:
+        source, raw = auth.authenticate(name, request.headers, lambda: _read_body(request, limit))
+    except auth.Rejected as exc:
         return _refused(exc, 'Webhook realm="webhook"')
     payload = _json_body(request, raw, allow_form=True)
     if source.auth_scheme == AuthScheme.SLACK and payload.get("type") == "url_verification":
@@ -216,24 +211,3 @@ def _source_webhook(request, name: str):
             raise IngestError(400, "invalid_challenge", "url_verification without a challenge.")
         return JsonResponse({"challenge": challenge})
     return _acknowledge(source, payload, request, raw)
-
-
-@extend_schema(
-    operation_id="operator_status",
-    summary="Runtime status",
-    tags=["operator"],
-    parameters=[openapi.BEARER_CHALLENGE],
-    responses={
-        200: OpenApiResponse(
-            openapi.StatusReportSerializer,
-            description="Mode and kill switches, counts, workers, circuits, decisions.",
-        ),
-        **openapi.operator_errors(CanViewStatus.message),
-    },
-)
-@api_view(["GET"])
-@permission_classes([CanViewStatus])
-def status(request):
-    """GET /admin/status: mode, kill switches, processed count, counts by status, workers,
-    open circuits and standing guardrail decisions."""
-    return Response(stats.report())

@@ -14,8 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connectors.models import Route
-from events.models import CredentialKind, SourceKey
-from guardrails.config import PerToken
+from events.models import CredentialKind, Source, SourceKey
+from guardrails.config import PerToken, watch
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,5 @@ def snapshot(token: str) -> Snapshot:
 
 
 def connect() -> None:
-    from events.models import Source
-    from guardrails.config import watch
 
     watch(Source, SourceKey, Route)

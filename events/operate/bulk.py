@@ -1,7 +1,7 @@
 """Replay, cancel and release held on many executions: inline when few, by a worker when many.
 
 Up to ADMIN_BULK_THRESHOLD executions the action runs in the request, through
-events.operations as always. Above it a BulkOperation row keeps the selection (the ids it
+events.operate.operations as always. Above it a BulkOperation row keeps the selection (the ids it
 matched, so it can be re-run and audited as one act) and a worker claims the row (like an
 execution: a conditional UPDATE from pending to running) and runs it in batches with the
 same rules, recording its progress after each batch and one audit entry at the end.
@@ -14,8 +14,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from events import operations
 from events.models import BulkAction, BulkOperation, BulkStatus, Execution, ExecutionStatus
+from events.operate import operations
 from guardrails import audit
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class TooMany(Exception):
 
 
 def eligible_statuses(action: str, *, force: bool = False) -> list[str]:
-    """The statuses the action changes; the same lists events.operations uses."""
+    """The statuses the action changes; the same lists events.operate.operations uses."""
     if action == BulkAction.REPLAY:
         return operations.replayable_statuses(force=force)
     if action == BulkAction.CANCEL:

@@ -7,23 +7,12 @@ HTTP status, a stable code and a message. Nothing touches the database.
 import hashlib
 import json
 import math
-import unicodedata
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from lib.errors import IngestError
 from lib.patterns import json_path
 from lib.redaction import REDACTED, is_secret_header
-
-MAX_ID_LENGTH = 255
-MAX_TYPE_LENGTH = 255
-
-
-class IngestError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -105,35 +94,6 @@ def check_structure(
                 f"The number at {json_path(path)} is out of range: JSON numbers must fit "
                 "a 64-bit float (at most about 1.8e308).",
             )
-
-
-def valid_identifier(value, *, field: str, code: str, max_length: int) -> str:
-    """The event id or type as text: a string (or an integer), not blank, at most
-    `max_length` long, without leading or trailing whitespace, control characters or
-    invisible format characters (category Cf). IngestError 400 with `code` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise IngestError(400, code, f"{field} must be a string.")
-    text = str(value)
-    if not text.strip():
-        raise IngestError(400, code, f"{field} must not be empty.")
-    if len(text) > max_length:
-        raise IngestError(400, code, f"{field} is longer than {max_length} characters.")
-    if text != text.strip():
-        raise IngestError(400, code, f"{field} must not start or end with whitespace.")
-    for ch in text:
-        category = unicodedata.category(ch)
-        if category in ("Cc", "Cs"):
-            raise IngestError(400, code, f"{field} contains control characters.")
-        if category == "Cf":
-            # Invisible, or reordering what follows (U+202E): shown in the admin and the
-            # logs as something other than what it is.
-            raise IngestError(
-                400,
-                code,
-                f"{field} contains the invisible format character U+{ord(ch):04X}, so it "
-                "would display as something else.",
-            )
-    return text
 
 
 def canonical_hash(payload) -> str:

@@ -9,8 +9,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from events import edge, retention, snapshot
 from events.engine import wake
+from events.intake.parsing import ParsedEvent
 from events.models import (
     Event,
     EventStatus,
@@ -19,10 +19,12 @@ from events.models import (
     SignedBody,
     Source,
 )
-from events.payloads import IngestError, ParsedEvent
+from events.operate import retention
+from events.sources import auth, snapshot
 from guardrails import policy
 from guardrails.models import RuntimeState
 from lib import signatures
+from lib.errors import IngestError
 from lib.logcontext import bind, log_context
 
 logger = logging.getLogger(__name__)
@@ -244,5 +246,5 @@ def _replay_of(source: Source, digest: str) -> IngestResult | None:
     if original is None:
         return None
     logger.info("replay of event %s under another event id; nothing stored", original.event_id)
-    edge.record_rejection(edge.Rejected("replay", source.name))
+    auth.record_rejection(auth.Rejected("replay", source.name))
     return IngestResult(outcome="duplicate", event=original, replay=True)

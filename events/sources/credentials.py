@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events.models import AuthScheme, CredentialKind, Source, SourceKey, hash_key
+from events.sources import rules
 from guardrails import audit
 from lib import sealing, signatures
 
@@ -206,20 +207,19 @@ def parse_duration(text: str) -> timedelta:
 
 def summary(source: Source, now=None) -> dict:
     """What `source list` and the admin show: never a key or a secret."""
-    from events import edge
 
     now = now or timezone.now()
     keys = list(source.keys.all())
     active = [k for k in keys if k.is_active_at(now)]
     used = [k.last_used_at for k in keys if k.last_used_at]
-    id_rules, type_rules = edge.rules(source)
+    id_rules, type_rules = rules.rules(source)
     return {
         "name": source.name,
         "enabled": source.enabled,
         "scheme": source.auth_scheme,
         "url": f"/webhook/{source.name}",
-        "event_id": edge.describe_rules(id_rules),
-        "type": edge.describe_rules(type_rules),
+        "event_id": rules.describe_rules(id_rules),
+        "type": rules.describe_rules(type_rules),
         "redact_headers": list(source.redact_headers),
         "active_credentials": [
             {

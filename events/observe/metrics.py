@@ -58,7 +58,6 @@ from rest_framework import exceptions
 
 from connectors import circuits
 from connectors.models import Route
-from events import stats
 from events.engine.heartbeat import live_workers
 from events.models import (
     Attempt,
@@ -66,7 +65,10 @@ from events.models import (
     Execution,
     Source,
 )
+from events.observe import stats
 from guardrails import permissions
+from guardrails.auth import OperatorTokenAuthentication
+from guardrails.models import KillSwitch, Mode, RuntimeState
 from lib.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -184,7 +186,6 @@ def _attempt_durations(families: list, now) -> None:
 
 
 def _guardrails(families: list) -> None:
-    from guardrails.models import KillSwitch, Mode, RuntimeState
 
     state = RuntimeState.current()
     mode = GaugeMetricFamily(
@@ -352,7 +353,6 @@ def _refusal(request):
             token.encode(), settings.METRICS_TOKEN.encode()
         ):
             return None
-        from guardrails.auth import OperatorTokenAuthentication
 
         try:
             found = OperatorTokenAuthentication().authenticate(request)

@@ -12,7 +12,6 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from events import stats
 from events.models import (
     Attempt,
     AttemptOutcome,
@@ -21,7 +20,9 @@ from events.models import (
     Execution,
     ExecutionStatus,
 )
-from events.stats import in_flight_by_route, workers_summary
+from events.observe import stats
+from events.observe.stats import in_flight_by_route, workers_summary
+from guardrails.models import KillSwitch, RuntimeState
 
 WINDOW_MINUTES = 60
 TOP = 5
@@ -53,7 +54,6 @@ BANNERS = {
 def banner() -> dict:
     """The runtime's mode, in words and a tone, with who changed it, when and why, and how
     many scoped kill switches are engaged."""
-    from guardrails.models import KillSwitch, RuntimeState
 
     state = RuntimeState.current()
     shown = BANNERS.get(state.mode, {"tone": "killed", "label": state.mode, "text": ""})
@@ -144,7 +144,7 @@ def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
 
 
 def oldest_queued_age(now=None) -> datetime.timedelta | None:
-    """How long the longest-waiting due execution has waited (events.stats.queue_wait);
+    """How long the longest-waiting due execution has waited (events.observe.stats.queue_wait);
     None when nothing waits."""
     seconds = stats.queue_wait(now)["oldest_age_seconds"]
     return None if seconds is None else datetime.timedelta(seconds=seconds)

@@ -1,0 +1,304 @@
+"""Events, their executions and attempts: the big tables."""
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from events.admin.base import BigTableAdmin, ExecutionTypeFilter, TypeFilter
+from events.models import (
+    Attempt,
+    BulkAction,
+    BulkOperation,
+    Event,
+    Execution,
+    ExecutionStatus,
+)
+from events.operate import bulk, operations
+from lib.admin import pretty_json
+
+
+def _execution_ids(term: str) -> list[int]:
+    """Executions of the events with this event id, or with this idempotency key or id."""
+    ids = set(Execution.objects.filter(event__event_id=term).values_list("pk", flat=True)[:1000])
+    ids.update(Execution.objects.filter(idempotency_key=term).values_list("pk", flat=True))
+    if term.isdigit() and len(term) < 18:
+        ids.add(int(term))
+    return sorted(ids)
+
+
+class ExecutionInline(admin.TabularInline):
+    model = Execution
+    extra = 0
+    can_delete = False
+    fields = ("route", "status", "attempts", "status_reason", "last_error", "finished_at")
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("route")
+
+
+@admin.register(Event)
+class EventAdmin(BigTableAdmin):
+    list_display = ("event_id", "source", "type", "status", "received_at", "conflicts")
+    list_filter = ("source", TypeFilter, "status", ("received_at", admin.DateFieldListFilter))
+    list_select_related = ("source",)
+    search_fields = ("=event_id",)
+    ordering = ("-received_at",)
+    inlines = [ExecutionInline]
+    actions = ["route_again"]
+    fields = (
+        "id",
+        "source",
+        "event_id",
+        "type",
+        "status",
+        "status_reason",
+        "received_at",
+        "body_hash",
+        "conflicts",
+        "payload_pretty",
+        "headers_pretty",
+    )
+    readonly_fields = fields
+
+    def exact_search(self, term):
+        return Q(event_id=term)
+
+    @admin.action(
+        description="Route again (create executions for routes added since)",
+        permissions=["operate"],
+    )
+    def route_again(self, request, queryset):
+        created = operations.replay_events(queryset, actor=request.user, via="admin")
+        self.message_user(request, f"{created} new execution(s) queued.", messages.SUCCESS)
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj):
+        return pretty_json(obj.payload)
+
+    @admin.display(description="headers (secrets redacted)")
+    def headers_pretty(self, obj):
+        return pretty_json(obj.headers)
+
+
+TIMELINE_MAX = 200
+
+
+def _attempt_row(attempt):
+    duration = f"{attempt.duration_ms:,} ms" if attempt.duration_ms is not None else "—"
+    error = (
+        format_html(
+            "<b>{}</b><pre style='white-space:pre-wrap;margin:0'>{}</pre>",
+            attempt.error_class,
+            attempt.error_message,
+        )
+        if attempt.error_class or attempt.error_message
+        else ""
+    )
+    summary = (
+        json.dumps(attempt.response_summary, ensure_ascii=False, sort_keys=True)
+        if attempt.response_summary
+        else ""
+    )
+    return (
+        attempt.number,
+        attempt.worker,
+        f"{attempt.started_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+        duration,
+        attempt.get_outcome_display() or "running",
+        error,
+        summary,
+    )
+
+
+@admin.register(Execution)
+class ExecutionAdmin(BigTableAdmin):
+    list_display = ("id", "event", "route", "status", "attempts", "created_at", "updated_at")
+    list_filter = (
+        "status",
+        "route",
+        ("event__source", admin.RelatedFieldListFilter),
+        ExecutionTypeFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
+    list_select_related = ("event__source", "route")
+    search_fields = ("=event__event_id", "=idempotency_key")
+    search_help_text = "An exact event id, idempotency key or execution id."
+    ordering = ("-created_at",)
+    actions = ["release_held", "replay", "cancel"]
+    readonly_fields = (
+        "event",
+        "route",
+        "status",
+        "status_reason",
+        "attempts",
+        "total_attempts",
+        "idempotency_key",
+        "created_at",
+        "updated_at",
+        "next_attempt_at",
+        "lease_owner",
+        "lease_expires_at",
+        "finished_at",
+        "last_error",
+        "timeline",
+    )
+    fields = readonly_fields
+
+    def exact_search(self, term):
+        return Q(pk__in=_execution_ids(term))
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("event__source", "route")
+
+    @admin.display(description="attempts, oldest first")
+    def timeline(self, obj):
+        latest = list(obj.attempt_set.order_by("-number")[:TIMELINE_MAX])
+        if not latest:
+            return "No attempt yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td><code>{}</code></td></tr>",
+            (_attempt_row(a) for a in reversed(latest)),
+        )
+        note = (
+            f"The latest {TIMELINE_MAX} of {obj.total_attempts}. "
+            if (obj.total_attempts > TIMELINE_MAX)
+            else ""
+        )
+        return format_html(
+            "{}<table class='attempt-timeline'><thead><tr><th>#</th><th>worker</th>"
+            "<th>started</th><th>duration</th><th>outcome</th><th>error</th>"
+            "<th>response</th></tr></thead><tbody>{}</tbody></table>",
+            note,
+            rows,
+        )
+
+    @staticmethod
+    def _selection(request) -> str:
+        if request.POST.get("select_across") in ("1", "True", "true", "on"):
+            filters = request.GET.urlencode()
+            return f"all matching {filters}" if filters else "all executions"
+        return f"{len(request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))} selected"
+
+    def _apply(self, request, queryset, action, done: str, *, force=False):
+        """Run inline or hand to a worker (bulk.apply decides); report either way."""
+        try:
+            result = bulk.apply(
+                queryset,
+                action,
+                actor=request.user,
+                via="admin",
+                force=force,
+                selection=self._selection(request),
+            )
+        except bulk.TooMany as exc:
+            self.message_user(request, f"Nothing done: {exc}.", messages.ERROR)
+            return None
+        if isinstance(result, BulkOperation):
+            self.message_user(
+                request,
+                f"{result.total:,} execution(s) to {action}: a worker does it in the "
+                "background; this page shows its progress.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse("admin:events_bulkoperation_change", args=[result.pk])
+            )
+        self.message_user(request, f"{result} execution(s) {done}.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Release held executions", permissions=["operate"])
+    def release_held(self, request, queryset):
+        return self._apply(request, queryset, BulkAction.RELEASE, "released")
+
+    @admin.action(description="Replay (same idempotency key)", permissions=["operate"])
+    def replay(self, request, queryset):
+        confirmed = request.POST.get("confirm") == "yes"
+        if not confirmed:
+            cap = bulk.BULK_MAX + 1
+            succeeded = queryset.filter(status=ExecutionStatus.SUCCEEDED)[:cap].count()
+            if succeeded:
+                # A succeeded execution ran its side effect already: ask before doing it again.
+                return TemplateResponse(
+                    request,
+                    "admin/events/execution/confirm_replay.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "title": "Replay succeeded executions?",
+                        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                        "select_across": request.POST.get("select_across") == "1",
+                        "succeeded": succeeded,
+                        "total": queryset[:cap].count(),
+                        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                        "opts": self.model._meta,
+                    },
+                )
+        return self._apply(request, queryset, BulkAction.REPLAY, "queued again", force=confirmed)
+
+    @admin.action(description="Cancel (queued, retrying or held)", permissions=["operate"])
+    def cancel(self, request, queryset):
+        return self._apply(request, queryset, BulkAction.CANCEL, "cancelled")
+
+
+@admin.register(Attempt)
+class AttemptAdmin(BigTableAdmin):
+    """Every try of every execution, newest first; read-only."""
+
+    list_display = (
+        "id",
+        "execution",
+        "number",
+        "route",
+        "outcome",
+        "error_class",
+        "started_at",
+        "duration_ms",
+        "worker",
+    )
+    list_filter = (
+        "outcome",
+        ("execution__route", admin.RelatedFieldListFilter),
+        ("started_at", admin.DateFieldListFilter),
+    )
+    list_select_related = ("execution__route",)
+    search_fields = ("=execution__event__event_id",)
+    search_help_text = "An exact event id, idempotency key or execution id."
+    ordering = ("-started_at",)
+    readonly_fields = (
+        "execution",
+        "number",
+        "worker",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "outcome",
+        "error_class",
+        "error_message",
+        "response_pretty",
+    )
+    fields = readonly_fields
+
+    def exact_search(self, term):
+        return Q(execution_id__in=_execution_ids(term))
+
+    @admin.display(description="route", ordering="execution__route__name")
+    def route(self, obj):
+        return obj.execution.route.name
+
+    @admin.display(description="response summary")
+    def response_pretty(self, obj):
+        return pretty_json(obj.response_summary)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
