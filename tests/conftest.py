@@ -9,8 +9,9 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from connectors.models import Route
-from events.models import Source
+from events.models import Execution, Source
 from guardrails.models import OperatorToken
+from tests.helpers import post
 
 
 @pytest.fixture
@@ -83,3 +84,28 @@ def only_loopback(monkeypatch):
         original(self, host, *args, **kwargs)
 
     monkeypatch.setattr(urllib3.HTTPConnectionPool, "__init__", guarded)
+
+
+@pytest.fixture
+def make_execution(client, source, django_capture_on_commit_callbacks):
+    """Ingest one event routed to a scripted connector; returns its execution."""
+    counter = iter(range(1, 10_000))
+
+    def make(script=(), *, max_attempts=8, base=2.0, cap=600.0, **params):
+        n = next(counter)
+        route = Route.objects.create(
+            name=f"scripted-{n}",
+            event_type=f"job.{n}",
+            connector="scripted",
+            action="run",
+            params={"script": list(script), **params},
+            max_attempts=max_attempts,
+            backoff_base_seconds=base,
+            backoff_cap_seconds=cap,
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post(client, {"event_id": f"e{n}", "type": f"job.{n}"}, key=source.api_key)
+        assert response.status_code == 202
+        return Execution.objects.get(route=route)
+
+    return make

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from connectors.models import CircuitBreaker, Route
 from events.models import Event, Source, SourceKey, hash_key
 from guardrails.models import OperatorAction, RuntimeState
-from tests.test_ingest import ORDER, post
+from tests.helpers import ORDER, post
 
 pytestmark = pytest.mark.django_db
 

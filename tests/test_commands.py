@@ -10,7 +10,6 @@ from django.core.management.base import CommandError
 from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
 from guardrails.models import OperatorAction, RuntimeState
-from tests.test_engine import make_execution  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +20,7 @@ def run(*args):
     return out.getvalue()
 
 
-def test_status_prints_a_table_and_json(make_execution):  # noqa: F811
+def test_status_prints_a_table_and_json(make_execution):
     ex = make_execution()
     engine.run(ex.pk)
 
@@ -49,7 +48,7 @@ def test_killswitch_needs_a_reason():
     assert RuntimeState.current().mode == "running"
 
 
-def test_replay_status_held_releases_held_executions(make_execution):  # noqa: F811
+def test_replay_status_held_releases_held_executions(make_execution):
     ex = make_execution()
     run("killswitch", "on", "--reason", "x")
     engine.run(ex.pk)
@@ -59,7 +58,7 @@ def test_replay_status_held_releases_held_executions(make_execution):  # noqa: F
     assert engine.run(ex.pk) == ExecutionStatus.SUCCEEDED
 
 
-def test_replay_dry_run_lists_without_changing_anything(make_execution):  # noqa: F811
+def test_replay_dry_run_lists_without_changing_anything(make_execution):
     ex = make_execution(["permanent"])
     engine.run(ex.pk)
 
@@ -72,7 +71,7 @@ def test_replay_dry_run_lists_without_changing_anything(make_execution):  # noqa
     assert not OperatorAction.objects.exists()
 
 
-def test_replay_of_succeeded_executions_needs_force(make_execution):  # noqa: F811
+def test_replay_of_succeeded_executions_needs_force(make_execution):
     ex = make_execution()
     engine.run(ex.pk)
 
@@ -85,7 +84,7 @@ def test_replay_refuses_to_run_without_a_selection():
         run("replay")
 
 
-def test_replay_filters_by_age(make_execution):  # noqa: F811
+def test_replay_filters_by_age(make_execution):
     ex = make_execution(["permanent"])
     engine.run(ex.pk)
 
@@ -93,7 +92,7 @@ def test_replay_filters_by_age(make_execution):  # noqa: F811
     assert "1 execution(s) would" in run("replay", "--since", "1h", "--dry-run")
 
 
-def test_the_admin_releases_and_cancels_executions(client, make_execution, operator):  # noqa: F811
+def test_the_admin_releases_and_cancels_executions(client, make_execution, operator):
     operator.is_superuser = True
     operator.save()
     client.force_login(operator)
@@ -119,7 +118,7 @@ def test_the_admin_releases_and_cancels_executions(client, make_execution, opera
     }
 
 
-def test_the_admin_asks_before_replaying_a_succeeded_execution(client, make_execution, operator):  # noqa: F811
+def test_the_admin_asks_before_replaying_a_succeeded_execution(client, make_execution, operator):
     operator.is_superuser = True
     operator.save()
     client.force_login(operator)
@@ -142,7 +141,7 @@ def test_the_admin_asks_before_replaying_a_succeeded_execution(client, make_exec
     assert ex.status == ExecutionStatus.QUEUED
 
 
-def test_a_viewer_cannot_replay_from_the_admin(client, make_execution, viewer):  # noqa: F811
+def test_a_viewer_cannot_replay_from_the_admin(client, make_execution, viewer):
     from django.contrib.auth.models import Permission
 
     viewer.user_permissions.add(Permission.objects.get(codename="view_execution"))
@@ -156,7 +155,7 @@ def test_a_viewer_cannot_replay_from_the_admin(client, make_execution, viewer): 
     assert ex.status == ExecutionStatus.FAILED
 
 
-def test_status_shows_a_table_with_the_mode_kill_switch_and_counts(make_execution):  # noqa: F811
+def test_status_shows_a_table_with_the_mode_kill_switch_and_counts(make_execution):
     ex = make_execution()
     engine.run(ex.pk)
     make_execution()  # stays queued
@@ -175,7 +174,7 @@ def test_status_shows_a_table_with_the_mode_kill_switch_and_counts(make_executio
     assert "live workers: 0" in out and "open circuits: 0" in out
 
 
-def test_status_shows_each_workers_slots_and_the_routes_in_flight(make_execution):  # noqa: F811
+def test_status_shows_each_workers_slots_and_the_routes_in_flight(make_execution):
     from django.utils import timezone
 
     from events.models import Execution, WorkerHeartbeat
@@ -196,7 +195,7 @@ def test_status_shows_each_workers_slots_and_the_routes_in_flight(make_execution
     assert route_row.split() == [ex.route.name, "1", "16"]
 
 
-def test_status_json_parses_and_has_the_oldest_queued_age(make_execution):  # noqa: F811
+def test_status_json_parses_and_has_the_oldest_queued_age(make_execution):
     assert json.loads(run("status", "--json"))["oldest_queued_seconds"] is None
     make_execution()
 
@@ -244,7 +243,7 @@ def test_replay_of_a_large_set_shows_progress_and_requeues_each_once():
     assert "0 execution(s) queued again" in again.getvalue()
 
 
-def test_replay_progress_can_be_forced_or_silenced(make_execution):  # noqa: F811
+def test_replay_progress_can_be_forced_or_silenced(make_execution):
     first, second = make_execution(["permanent"]), make_execution(["permanent"])
     engine.run(first.pk)
     engine.run(second.pk)
@@ -289,7 +288,7 @@ def test_status_and_the_status_api_report_the_same_queue_wait(client, operator, 
 
     from events.models import Execution
     from events.observe import dashboard
-    from tests.test_ingest import ORDER, post
+    from tests.helpers import ORDER, post
 
     assert post(client, ORDER, key=source.api_key).status_code == 202
     Execution.objects.update(updated_at=timezone.now() - datetime.timedelta(minutes=3))

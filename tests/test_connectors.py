@@ -18,8 +18,8 @@ from connectors.base import ExecutionContext, PermanentError, RetryableError
 from connectors.models import CircuitBreaker, Route
 from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
+from tests.helpers import post
 from tests.sink import Sink
-from tests.test_ingest import post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 

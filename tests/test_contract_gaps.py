@@ -17,7 +17,7 @@ from connectors.models import Route
 from events.models import Event, RejectedRequest, Source
 from events.sources import credentials
 from guardrails.models import KillSwitch, OperatorAction, RuntimeState
-from tests.test_ingest import error_code, post
+from tests.helpers import error_code, post
 from tests.test_sources import create, delivery, send, signed
 
 pytestmark = pytest.mark.django_db

@@ -14,34 +14,9 @@ from events.models import Attempt, Event, Execution, ExecutionStatus
 from events.operate import operations
 from guardrails.killswitch import set_kill_switch
 from guardrails.models import OperatorAction, RuntimeState
-from tests.test_ingest import post
+from tests.helpers import post
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def make_execution(client, source, django_capture_on_commit_callbacks):
-    """Ingest one event routed to a scripted connector; returns its execution."""
-    counter = iter(range(1, 10_000))
-
-    def make(script=(), *, max_attempts=8, base=2.0, cap=600.0, **params):
-        n = next(counter)
-        route = Route.objects.create(
-            name=f"scripted-{n}",
-            event_type=f"job.{n}",
-            connector="scripted",
-            action="run",
-            params={"script": list(script), **params},
-            max_attempts=max_attempts,
-            backoff_base_seconds=base,
-            backoff_cap_seconds=cap,
-        )
-        with django_capture_on_commit_callbacks(execute=True):
-            response = post(client, {"event_id": f"e{n}", "type": f"job.{n}"}, key=source.api_key)
-        assert response.status_code == 202
-        return Execution.objects.get(route=route)
-
-    return make
 
 
 def make_due(execution):

@@ -6,8 +6,8 @@ from connectors import registry
 from connectors.models import Route
 from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
+from tests.helpers import post
 from tests.sink import Sink
-from tests.test_ingest import post
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from events.engine import claims
 from events.engine import runner as engine
 from events.models import Attempt, Execution, ExecutionStatus
 from guardrails.killswitch import set_kill_switch
-from tests.test_ingest import ORDER, post
+from tests.helpers import ORDER, post
 
 # The worker command closes connections it finds inside a transaction (as it should in
 # production), so these tests run with real commits.

@@ -15,7 +15,7 @@ from events.models import Event, Execution, ExecutionStatus, Source
 from events.operate import operations
 from guardrails.killswitch import set_scoped_kill_switch
 from guardrails.models import AllowedEventType, KillSwitch, OperatorAction, RateLimit
-from tests.test_ingest import post
+from tests.helpers import post
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from connectors.models import Route
 from events.intake import ingest
 from events.models import Execution
 from lib.logcontext import JsonFormatter, LogContextFilter, bind, log_context
-from tests.test_ingest import ORDER, post
+from tests.helpers import ORDER, post
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from connectors.models import Route
 from events.models import Attempt, Event, EventStatus, Execution, ExecutionStatus
 from events.observe import metrics as runtime_metrics
 from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
-from tests.test_ingest import ORDER, post
+from tests.helpers import ORDER, post
 
 # The worker command closes connections it finds inside a transaction, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)

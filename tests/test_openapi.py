@@ -229,7 +229,7 @@ def test_a_busy_status_report_matches_the_schema(client, document, operator, sou
     from connectors import circuits
     from events.models import WorkerHeartbeat
     from guardrails.killswitch import set_kill_switch, set_scoped_kill_switch
-    from tests.test_ingest import ORDER, post
+    from tests.helpers import ORDER, post
 
     WorkerHeartbeat.objects.create(worker_id="w1", hostname="h", pid=1, concurrency=32)
     for _ in range(10):

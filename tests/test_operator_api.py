@@ -76,7 +76,7 @@ def test_status_rejects_a_revoked_token(client, operator):
 
 
 def test_status_shows_mode_counts_and_processed(client, operator, source, route):
-    from tests.test_ingest import ORDER, post
+    from tests.helpers import ORDER, post
 
     post(client, ORDER, key=source.api_key)
     post(client, {**ORDER, "event_id": "evt_2"}, key=source.api_key)

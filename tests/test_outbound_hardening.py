@@ -11,8 +11,8 @@ from connectors.models import Route
 from events.engine import runner as engine
 from events.models import ExecutionStatus
 from guardrails.policy import private_address_decision
+from tests.helpers import post
 from tests.sink import Sink
-from tests.test_ingest import post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 

@@ -20,7 +20,7 @@ from events.models import (
     RejectedRequest,
 )
 from guardrails.models import OperatorAction
-from tests.test_ingest import ORDER, post
+from tests.helpers import ORDER, post
 
 pytestmark = pytest.mark.django_db
 

@@ -19,8 +19,8 @@ from django.db import connection
 from connectors.models import Route
 from events.engine import runner as engine
 from events.models import Attempt, Execution, ExecutionStatus
+from tests.helpers import post
 from tests.sink import Sink
-from tests.test_ingest import post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 
