@@ -173,51 +173,12 @@ def prune(
     old_rejected = RejectedRequest.objects.filter(day__lt=strip_before.date())
 
     if dry_run:
-        result.events_deleted = to_forget.count()
-        result.executions_deleted = Execution.objects.filter(event__in=to_forget).count()
-        result.events_stripped = to_strip.count()
-        result.attempts_deleted = Attempt.objects.filter(
-            Q(execution__event__in=to_forget) | Q(execution__event__in=to_strip)
-        ).count()
-        result.rejected_deleted = old_rejected.count()
+        _count(result, to_forget, to_strip, old_rejected)
         return result
-
     # Stage 2 first: no point stripping what is deleted next.
-    for batch in _keyset_batches(to_forget, batch_size):
-        with transaction.atomic():
-            ids = _lock_and_recheck(to_forget, batch)
-            result.attempts_deleted += Attempt.objects.filter(
-                execution__event_id__in=ids
-            ).delete()[0]
-            result.executions_deleted += Execution.objects.filter(event_id__in=ids).delete()[0]
-            # Its signed body goes with it: the replay window ends with the event's identity.
-            SignedBody.objects.filter(event_id__in=ids).delete()
-            result.events_deleted += Event.objects.filter(pk__in=ids).delete()[0]
-        result.batches["forget"] += 1
-        if progress:
-            progress("forget", result.batches["forget"], result)
-
-    for batch in _keyset_batches(to_strip, batch_size):
-        with transaction.atomic():
-            ids = _lock_and_recheck(to_strip, batch)
-            result.attempts_deleted += Attempt.objects.filter(
-                execution__event_id__in=ids
-            ).delete()[0]
-            Execution.objects.filter(event_id__in=ids).exclude(last_error="").update(last_error="")
-            result.events_stripped += Event.objects.filter(pk__in=ids).update(
-                payload=_pruned_payload(), headers={}
-            )
-        result.batches["strip"] += 1
-        if progress:
-            progress("strip", result.batches["strip"], result)
-
-    while pks := list(old_rejected.order_by("pk").values_list("pk", flat=True)[:batch_size]):
-        with transaction.atomic():
-            result.rejected_deleted += RejectedRequest.objects.filter(pk__in=pks).delete()[0]
-        result.batches["rejected"] += 1
-        if progress:
-            progress("rejected", result.batches["rejected"], result)
-
+    _in_batches("forget", to_forget, batch_size, _forget, result, progress)
+    _in_batches("strip", to_strip, batch_size, _strip, result, progress)
+    _delete_rejected(old_rejected, batch_size, result, progress)
     audit.record(
         actor=actor,
         via=via,
@@ -229,3 +190,52 @@ def prune(
         **result.counts(),
     )
     return result
+
+
+def _count(result: PruneResult, to_forget, to_strip, old_rejected) -> None:
+    """A dry run: what prune would delete and strip."""
+    result.events_deleted = to_forget.count()
+    result.executions_deleted = Execution.objects.filter(event__in=to_forget).count()
+    result.events_stripped = to_strip.count()
+    result.attempts_deleted = Attempt.objects.filter(
+        Q(execution__event__in=to_forget) | Q(execution__event__in=to_strip)
+    ).count()
+    result.rejected_deleted = old_rejected.count()
+
+
+def _in_batches(stage: str, events, batch_size: int, step, result, progress) -> None:
+    """`step(ids, result)` over `events` in keyset batches, each in its own transaction and
+    rechecked under lock (an event may have been replayed since it was listed)."""
+    for batch in _keyset_batches(events, batch_size):
+        with transaction.atomic():
+            step(_lock_and_recheck(events, batch), result)
+        result.batches[stage] += 1
+        if progress:
+            progress(stage, result.batches[stage], result)
+
+
+def _forget(ids: list, result: PruneResult) -> None:
+    """Stage 2: delete the events with their executions, attempts and signed bodies."""
+    result.attempts_deleted += Attempt.objects.filter(execution__event_id__in=ids).delete()[0]
+    result.executions_deleted += Execution.objects.filter(event_id__in=ids).delete()[0]
+    # Its signed body goes with it: the replay window ends with the event's identity.
+    SignedBody.objects.filter(event_id__in=ids).delete()
+    result.events_deleted += Event.objects.filter(pk__in=ids).delete()[0]
+
+
+def _strip(ids: list, result: PruneResult) -> None:
+    """Stage 1: keep the events' identity, drop their attempts, payloads and headers."""
+    result.attempts_deleted += Attempt.objects.filter(execution__event_id__in=ids).delete()[0]
+    Execution.objects.filter(event_id__in=ids).exclude(last_error="").update(last_error="")
+    result.events_stripped += Event.objects.filter(pk__in=ids).update(
+        payload=_pruned_payload(), headers={}
+    )
+
+
+def _delete_rejected(old_rejected, batch_size: int, result: PruneResult, progress) -> None:
+    while pks := list(old_rejected.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            result.rejected_deleted += RejectedRequest.objects.filter(pk__in=pks).delete()[0]
+        result.batches["rejected"] += 1
+        if progress:
+            progress("rejected", result.batches["rejected"], result)

@@ -131,44 +131,55 @@ class Command(BaseCommand):
             "until": until,
         }
         if unrouted or blocked:
-            wanted = [EventStatus.UNROUTED] * unrouted + [EventStatus.BLOCKED] * blocked
-            events = _narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
-            pruned = events.filter(retention.stripped()).count()
-            events = events.exclude(retention.stripped())
-            if dry_run:
-                self.stdout.write(f"{events.count()} event(s) would be routed.")
-            else:
-                n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
-                self.stdout.write(f"{n} execution(s) created.")
-            if pruned:
-                self.stdout.write(f"{pruned} event(s) {PRUNED_NOTE}.")
+            self._route_again(
+                chosen, unrouted, blocked, dry_run=dry_run, actor=actor, reason=reason
+            )
             return
-
         if not any(chosen.values()):
             raise CommandError("Say which executions: ids, or at least one filter.")
         executions = _narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
-
         eligible = operations.replayable_statuses(force=force)
         # Their payload is gone: operations.replay leaves them alone; say so.
         pruned = executions.filter(retention.stripped("event__"), status__in=eligible).count()
         if dry_run:
-            total = 0
-            for ex in (
-                executions.filter(status__in=eligible)
-                .exclude(retention.stripped("event__"))
-                .select_related("event", "route")
-                .order_by("pk")
-                .iterator()
-            ):
-                total += 1
-                self.stdout.write(
-                    f"{ex.pk}\t{ex.status}\t{ex.route.name}\t{ex.event.type}\t{ex.event.event_id}"
-                )
-            skipped = executions.exclude(status__in=eligible).count()
-            self.stdout.write(f"{total} execution(s) would be replayed; {skipped} left alone.")
-            if pruned:
-                self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")
-            return
+            self._list(executions, eligible)
+        else:
+            self._replay(executions, eligible, force, progress, actor=actor, reason=reason)
+        if pruned:
+            self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")
+
+    def _route_again(self, chosen, unrouted, blocked, *, dry_run, actor, reason):
+        """--unrouted / --blocked: route those events to the routes (or allowlist) of now."""
+        wanted = [EventStatus.UNROUTED] * unrouted + [EventStatus.BLOCKED] * blocked
+        events = _narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
+        pruned = events.filter(retention.stripped()).count()
+        events = events.exclude(retention.stripped())
+        if dry_run:
+            self.stdout.write(f"{events.count()} event(s) would be routed.")
+        else:
+            n = operations.replay_events(events, actor=actor, via="cli", reason=reason)
+            self.stdout.write(f"{n} execution(s) created.")
+        if pruned:
+            self.stdout.write(f"{pruned} event(s) {PRUNED_NOTE}.")
+
+    def _list(self, executions, eligible):
+        """--dry-run: one line per execution that would be replayed, then the totals."""
+        total = 0
+        for ex in (
+            executions.filter(status__in=eligible)
+            .exclude(retention.stripped("event__"))
+            .select_related("event", "route")
+            .order_by("pk")
+            .iterator()
+        ):
+            total += 1
+            self.stdout.write(
+                f"{ex.pk}\t{ex.status}\t{ex.route.name}\t{ex.event.type}\t{ex.event.event_id}"
+            )
+        skipped = executions.exclude(status__in=eligible).count()
+        self.stdout.write(f"{total} execution(s) would be replayed; {skipped} left alone.")
+
+    def _replay(self, executions, eligible, force, progress, *, actor, reason):
         bar = Progress(self.stderr)
         if progress == "auto":
             large = bar.tty or executions.filter(status__in=eligible).count() > PROGRESS_OVER
@@ -182,5 +193,3 @@ class Command(BaseCommand):
             progress=bar if progress == "always" else None,
         )
         self.stdout.write(f"{n} execution(s) queued again.")
-        if pruned:
-            self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")
