@@ -335,6 +335,7 @@ class ExecutionStatus(models.TextChoices):
     """Ran in dry-run mode: the connector described what it would do; nothing was done."""
 
 
+# The groups of execution statuses the code asks about, in one place.
 PENDING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.RETRYING]
 # What a worker may claim once next_attempt_at has come: the engine's queue.
 CLAIMABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING]
@@ -344,6 +345,18 @@ FINISHED_STATUSES = [
     ExecutionStatus.CANCELLED,
     ExecutionStatus.DRY_RUN,
 ]
+# Work left to do, or waiting for an operator: retention never touches these.
+UNFINISHED_STATUSES = [*PENDING_STATUSES, ExecutionStatus.HELD]
+# What replay picks up (succeeded ones only when forced), cancel stops, release lets go.
+REPLAYABLE_STATUSES = [
+    ExecutionStatus.FAILED,
+    ExecutionStatus.DRY_RUN,
+    ExecutionStatus.CANCELLED,
+    ExecutionStatus.BLOCKED,
+    ExecutionStatus.HELD,
+]
+CANCELLABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
+RELEASABLE_STATUSES = [ExecutionStatus.HELD]
 
 
 class ExecutionQuerySet(models.QuerySet):

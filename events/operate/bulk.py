@@ -14,7 +14,15 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from events.models import BulkAction, BulkOperation, BulkStatus, Execution, ExecutionStatus
+from events.models import (
+    CANCELLABLE_STATUSES,
+    RELEASABLE_STATUSES,
+    BulkAction,
+    BulkOperation,
+    BulkStatus,
+    Execution,
+    ExecutionStatus,
+)
 from events.operate import operations
 from guardrails import audit
 
@@ -46,9 +54,9 @@ def eligible_statuses(action: str, *, force: bool = False) -> list[str]:
     if action == BulkAction.REPLAY:
         return operations.replayable_statuses(force=force)
     if action == BulkAction.CANCEL:
-        return list(operations.CANCELLABLE)
+        return list(CANCELLABLE_STATUSES)
     if action == BulkAction.RELEASE:
-        return [ExecutionStatus.HELD]
+        return list(RELEASABLE_STATUSES)
     raise ValueError(f"unknown bulk action {action!r}")
 
 

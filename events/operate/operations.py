@@ -8,20 +8,19 @@ from django.utils import timezone
 
 from connectors.models import Route
 from events.engine import wake
-from events.models import Event, EventStatus, Execution, ExecutionStatus
+from events.models import (
+    CANCELLABLE_STATUSES,
+    RELEASABLE_STATUSES,
+    REPLAYABLE_STATUSES,
+    Event,
+    EventStatus,
+    Execution,
+    ExecutionStatus,
+)
 from events.operate import retention
 from guardrails import audit, policy
 
 CHUNK = 1000
-
-REPLAYABLE = [
-    ExecutionStatus.FAILED,
-    ExecutionStatus.DRY_RUN,
-    ExecutionStatus.CANCELLED,
-    ExecutionStatus.BLOCKED,
-    ExecutionStatus.HELD,
-]
-CANCELLABLE = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
 
 
 def _ids(queryset):
@@ -71,7 +70,7 @@ def requeue(ids, *, from_statuses, note: str, progress=None) -> list[int]:
 
 def replayable_statuses(*, force: bool = False) -> list[str]:
     """What replay picks up: succeeded executions only when forced."""
-    return REPLAYABLE + ([ExecutionStatus.SUCCEEDED] if force else [])
+    return REPLAYABLE_STATUSES + ([ExecutionStatus.SUCCEEDED] if force else [])
 
 
 def _requeue_audited(
@@ -100,7 +99,7 @@ def release_held(queryset, *, actor, via, reason: str = "") -> int:
     """Queue held executions again. Returns how many were released."""
     return _requeue_audited(
         queryset,
-        [ExecutionStatus.HELD],
+        RELEASABLE_STATUSES,
         verb="released",
         action="executions.release",
         actor=actor,
@@ -136,7 +135,7 @@ def cancel_ids(ids, *, note: str) -> int:
     cancelled = 0
     for start in range(0, len(ids), CHUNK):
         cancelled += Execution.objects.filter(
-            pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE
+            pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE_STATUSES
         ).update(
             status=ExecutionStatus.CANCELLED, status_reason=note, finished_at=now, updated_at=now
         )
@@ -145,7 +144,7 @@ def cancel_ids(ids, *, note: str) -> int:
 
 def cancel(queryset, *, actor, via, reason: str = "") -> int:
     """Cancel executions that have not started (queued, retrying, held). Returns how many."""
-    ids = _ids(queryset.filter(status__in=CANCELLABLE))
+    ids = _ids(queryset.filter(status__in=CANCELLABLE_STATUSES))
     cancelled = cancel_ids(ids, note=f"cancelled by {audit.actor_name(actor)}")
     audit.record(
         actor=actor,

@@ -33,22 +33,15 @@ from django.db.models import Exists, JSONField, OuterRef, Q, Value
 from django.utils import timezone
 
 from events.models import (
+    UNFINISHED_STATUSES,
     Attempt,
     Event,
     EventStatus,
     Execution,
-    ExecutionStatus,
     RejectedRequest,
     SignedBody,
 )
 from guardrails import audit
-
-UNFINISHED = [
-    ExecutionStatus.QUEUED,
-    ExecutionStatus.RUNNING,
-    ExecutionStatus.RETRYING,
-    ExecutionStatus.HELD,
-]
 
 
 def _pruned_payload():
@@ -73,7 +66,7 @@ def dedup_window() -> datetime.timedelta:
 def finished_events(received_before):
     """Events received before this time with no work left: none of their executions is
     queued, running, retrying or held, and the event is not held."""
-    busy = Execution.objects.filter(event=OuterRef("pk"), status__in=UNFINISHED)
+    busy = Execution.objects.filter(event=OuterRef("pk"), status__in=UNFINISHED_STATUSES)
     return (
         Event.objects.filter(received_at__lt=received_before)
         .exclude(status=EventStatus.HELD)
