@@ -19,7 +19,7 @@ DEFAULT_MAX_IN_FLIGHT = 16
 
 
 class RouteQuerySet(WatchedQuerySet):
-    # Cached per process by ingestion (events/sources/snapshot.py): every change bumps the token.
+    # Cached per process by ingestion (events/sources/catalog.py): every change bumps the token.
 
     def enabled(self):
         return self.filter(enabled=True)

@@ -8,11 +8,11 @@ class EventsConfig(AppConfig):
     def ready(self):
         # Models can be imported only once the app registry is ready.
         from events.models import Source
-        from events.sources import snapshot
+        from events.sources import catalog
         from guardrails import killswitch
         from guardrails.models import Scope
 
-        snapshot.connect()
+        catalog.connect()
         killswitch.register_names(
             Scope.SOURCE, lambda: Source.objects.values_list("name", flat=True)
         )

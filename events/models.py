@@ -62,7 +62,7 @@ class HeaderNamesField(models.JSONField):
 
 
 class SourceQuerySet(WatchedQuerySet):
-    """Cached per process by ingestion (events/sources/snapshot.py): every change bumps
+    """Cached per process by ingestion (events/sources/catalog.py): every change bumps
     the token."""
 
 

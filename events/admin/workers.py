@@ -47,7 +47,9 @@ class BulkOperationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    """The workers' own record, read-only; a dead worker's row may be deleted by hand."""
+
     list_display = (
         "worker_id",
         "hostname",
@@ -61,8 +63,5 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     )
     readonly_fields = list_display
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    def has_delete_permission(self, request, obj=None):
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)

@@ -20,7 +20,7 @@ from events.models import (
     Source,
 )
 from events.operate import retention
-from events.sources import auth, snapshot
+from events.sources import auth, catalog
 from guardrails import policy
 from guardrails.models import RuntimeState
 from lib import signatures
@@ -177,7 +177,7 @@ def _ingest(
         )
     except policy.PayloadRejected as exc:
         raise IngestError(400, "schema_violation", str(exc)) from None
-    routes = snapshot.snapshot(state.config_token).matching(parsed.type)
+    routes = catalog.catalog(state.config_token).matching(parsed.type)
 
     if decision.verdict is policy.Verdict.HOLD:
         status, execution_status = EventStatus.HELD, ExecutionStatus.HELD

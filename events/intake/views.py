@@ -7,12 +7,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
 from events.intake import ingest, parsing
+from events.intake.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 from events.models import AuthScheme
 from events.sources import auth, rules
 from guardrails.models import RuntimeState
 from lib.errors import IngestError, error_response
 from lib.negotiation import AlwaysJson
-from lib.openapi import SOURCE_WEBHOOK_SCHEMA, WEBHOOK_SCHEMA
 
 logger = logging.getLogger(__name__)
 

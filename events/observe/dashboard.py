@@ -1,7 +1,7 @@
 """The status dashboard on the admin index: plain data from bounded, indexed queries.
 
 Every query filters by time (or by a status with a time) first, so the dashboard stays
-cheap on tables with millions of rows. `snapshot()` is what the admin index shows.
+cheap on tables with millions of rows. `overview()` is what the admin index shows.
 """
 
 import datetime
@@ -212,7 +212,7 @@ def format_age(age: datetime.timedelta | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def snapshot(now=None) -> dict:
+def overview(now=None) -> dict:
     """Everything the dashboard shows, as plain data."""
     now = now or timezone.now()
     series = per_minute(now)

@@ -24,7 +24,7 @@ from events.models import (
     SourceKey,
     hash_key,
 )
-from events.sources import credentials, snapshot
+from events.sources import catalog, credentials
 from guardrails.models import RuntimeState
 from lib import signatures
 
@@ -49,7 +49,7 @@ def _mark_used(row: SourceKey, now) -> None:
     # At most one write a minute per credential, so a busy sender adds no write per request.
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_PRECISION:
         SourceKey.objects.filter(pk=row.pk).update(last_used_at=now)
-        row.last_used_at = now  # the row may be the cached one (events/sources/snapshot.py)
+        row.last_used_at = now  # the row may be the cached one (events/sources/catalog.py)
 
 
 def authenticate_api_key(key: str | None, *, state: RuntimeState | None = None) -> Source:
@@ -59,7 +59,7 @@ def authenticate_api_key(key: str | None, *, state: RuntimeState | None = None) 
         raise Rejected("missing_credentials")
     key_hash = hash_key(key)
     token = (state or RuntimeState.current()).config_token
-    row = snapshot.snapshot(token).api_keys.get(key_hash)
+    row = catalog.catalog(token).api_keys.get(key_hash)
     if row is None:
         # Not a usable key: read it afresh to tell operators why (revoked, expired).
         row = (

@@ -22,7 +22,7 @@ def runtime_dashboard(context):
     user = getattr(request, "user", None)
     if not may_view_status(user):
         return {"show": False}
-    data = dashboard.snapshot()
+    data = dashboard.overview()
     return {
         "show": True,
         "can_change_kill_switch": user.has_perm("guardrails.change_kill_switch"),

@@ -48,78 +48,90 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(report, indent=2))
             return
-        out = []
-        switch = report["kill_switch"]
-        out.append(f"mode:          {report['mode']}")
-        if switch["engaged"]:
-            out.append(
-                f"kill switch:   ENGAGED by {switch['changed_by'] or '?'} at "
-                f"{switch['changed_at']}: {switch['reason'] or '(no reason)'}"
-            )
-        else:
-            out.append("kill switch:   released")
-        out.append(f"processed:     {report['processed']} execution(s) succeeded")
-        out.append(f"oldest queued: {_age(report['oldest_queued_seconds'])}")
-        if report["scoped_kill_switches"]:
-            out += ["", "scoped kill switches engaged:"]
-            out += _table(
-                [
-                    (k["scope"], k["name"], k["changed_by"] or "", k["reason"])
-                    for k in report["scoped_kill_switches"]
-                ],
-                ("scope", "name", "by", "reason"),
-            )
-        statuses = list(dict.fromkeys([*report["events"], *report["executions"]]))
-        out.append("")
+        sections = (_mode, _counts, _workers, _in_flight, _circuits, _decisions)
+        self.stdout.write("\n".join(line for section in sections for line in section(report)))
+
+
+def _mode(report) -> list[str]:
+    """The mode and the kill switches: what an operator looks for first."""
+    switch = report["kill_switch"]
+    out = [f"mode:          {report['mode']}"]
+    if switch["engaged"]:
+        out.append(
+            f"kill switch:   ENGAGED by {switch['changed_by'] or '?'} at "
+            f"{switch['changed_at']}: {switch['reason'] or '(no reason)'}"
+        )
+    else:
+        out.append("kill switch:   released")
+    out.append(f"processed:     {report['processed']} execution(s) succeeded")
+    out.append(f"oldest queued: {_age(report['oldest_queued_seconds'])}")
+    if report["scoped_kill_switches"]:
+        out += ["", "scoped kill switches engaged:"]
         out += _table(
             [
-                (s, report["events"].get(s, "-"), report["executions"].get(s, "-"))
-                for s in statuses
+                (k["scope"], k["name"], k["changed_by"] or "", k["reason"])
+                for k in report["scoped_kill_switches"]
             ],
-            ("status", "events", "executions"),
+            ("scope", "name", "by", "reason"),
         )
-        out += ["", f"live workers: {len(report['workers'])}"]
-        if report["workers"]:
-            out += _table(
-                [
-                    (
-                        w["id"],
-                        w["hostname"],
-                        w["pid"],
-                        f"{w['in_flight']}/{w['concurrency']}",
-                        w["claims"],
-                        w["executions_run"],
-                        w["last_seen_at"],
-                    )
-                    for w in report["workers"]
-                ],
-                ("worker", "host", "pid", "in flight", "claimed", "ran", "last seen"),
-            )
-        if report["in_flight_by_route"]:
-            out += ["", "in flight by route:"]
-            out += _table(
-                [
-                    (r["route"], r["in_flight"], r["max_in_flight"])
-                    for r in report["in_flight_by_route"]
-                ],
-                ("route", "in flight", "max in flight"),
-            )
-        out += ["", f"open circuits: {len(report['circuits'])}"]
-        if report["circuits"]:
-            out += _table(
-                [
-                    (c["route"], c["target"], c["state"], c["consecutive_failures"])
-                    for c in report["circuits"]
-                ],
-                ("route", "target", "state", "failures"),
-            )
-        out += ["", f"guardrail decisions: {len(report['guardrail_decisions'])}"]
-        if report["guardrail_decisions"]:
-            out += _table(
-                [
-                    (d["of"], d["status"], d["count"], d["reason"])
-                    for d in report["guardrail_decisions"]
-                ],
-                ("of", "status", "count", "reason"),
-            )
-        self.stdout.write("\n".join(out))
+    return out
+
+
+def _counts(report) -> list[str]:
+    statuses = list(dict.fromkeys([*report["events"], *report["executions"]]))
+    rows = [(s, report["events"].get(s, "-"), report["executions"].get(s, "-")) for s in statuses]
+    return ["", *_table(rows, ("status", "events", "executions"))]
+
+
+def _workers(report) -> list[str]:
+    out = ["", f"live workers: {len(report['workers'])}"]
+    if report["workers"]:
+        out += _table(
+            [
+                (
+                    w["id"],
+                    w["hostname"],
+                    w["pid"],
+                    f"{w['in_flight']}/{w['concurrency']}",
+                    w["claims"],
+                    w["executions_run"],
+                    w["last_seen_at"],
+                )
+                for w in report["workers"]
+            ],
+            ("worker", "host", "pid", "in flight", "claimed", "ran", "last seen"),
+        )
+    return out
+
+
+def _in_flight(report) -> list[str]:
+    if not report["in_flight_by_route"]:
+        return []
+    rows = [(r["route"], r["in_flight"], r["max_in_flight"]) for r in report["in_flight_by_route"]]
+    return ["", "in flight by route:", *_table(rows, ("route", "in flight", "max in flight"))]
+
+
+def _circuits(report) -> list[str]:
+    out = ["", f"open circuits: {len(report['circuits'])}"]
+    if report["circuits"]:
+        out += _table(
+            [
+                (c["route"], c["target"], c["state"], c["consecutive_failures"])
+                for c in report["circuits"]
+            ],
+            ("route", "target", "state", "failures"),
+        )
+    return out
+
+
+def _decisions(report) -> list[str]:
+    out = ["", f"guardrail decisions: {len(report['guardrail_decisions'])}"]
+    if report["guardrail_decisions"]:
+        out += _table(
+            [
+                (d["of"], d["status"], d["count"], d["reason"])
+                for d in report["guardrail_decisions"]
+            ],
+            ("of", "status", "count", "reason"),
+        )
+    return out

@@ -1,4 +1,4 @@
-"""The API keys and routes ingestion needs, cached per process.
+"""The catalog: the API keys and routes ingestion needs, cached per process.
 
 Every save, delete or bulk update of a source, a credential or a route gives the runtime
 state row a new config token (guardrails/config.py), in the same transaction as the
@@ -19,7 +19,7 @@ from guardrails.config import PerToken, watch
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Catalog:
     token: str
     api_keys: dict  # key hash -> SourceKey (source attached): not revoked, not yet expired
     routes: tuple  # enabled routes, in pk order
@@ -29,26 +29,26 @@ class Snapshot:
         return [route for route in self.routes if route.matches(event_type)]
 
 
-def _load(token: str) -> Snapshot:
+def _load(token: str) -> Catalog:
     now = timezone.now()
     keys = SourceKey.objects.select_related("source").filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now),
         kind=CredentialKind.API_KEY,
         revoked_at__isnull=True,
     )
-    return Snapshot(
+    return Catalog(
         token=token,
         api_keys={key.key_hash: key for key in keys},
         routes=tuple(Route.objects.enabled().order_by("pk")),
     )
 
 
-_snapshots = PerToken(_load)
+_catalogs = PerToken(_load)
 
 
-def snapshot(token: str) -> Snapshot:
+def catalog(token: str) -> Catalog:
     """The keys and routes as of `token` (read from the runtime state row by the caller)."""
-    return _snapshots.get(token)
+    return _catalogs.get(token)
 
 
 def connect() -> None:
