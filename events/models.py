@@ -485,6 +485,22 @@ class Execution(models.Model):
     def new_idempotency_key() -> str:
         return uuid.uuid4().hex
 
+    @classmethod
+    def new(
+        cls, event, route, *, now, status=ExecutionStatus.QUEUED, reason: str = ""
+    ) -> "Execution":
+        """A new execution of `route` for `event`, due at once (not saved yet)."""
+        return cls(
+            event=event,
+            route=route,
+            status=status,
+            status_reason=reason,
+            idempotency_key=cls.new_idempotency_key(),
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=now,
+        )
+
 
 class AttemptOutcome(models.TextChoices):
     SUCCEEDED = "succeeded"

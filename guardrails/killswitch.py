@@ -147,13 +147,13 @@ def set_scoped_kill_switch(
     actor_name = audit.actor_name(actor)
     with transaction.atomic():
         _locked_state()  # waits for the claims in flight, as the global switch does
-        if not KillSwitch.objects.filter(scope=scope, name=name).exists():
-            known = known_names(scope)
-            if name not in known:
-                if not engaged:
-                    return KillSwitch(scope=scope, name=name), False
-                if not allow_unknown:
-                    raise UnknownName(scope, name, known)
+        try:
+            check_known(scope, name)
+        except UnknownName:
+            if not engaged:
+                return KillSwitch(scope=scope, name=name), False
+            if not allow_unknown:
+                raise
         switch, _ = KillSwitch.objects.get_or_create(scope=scope, name=name)
         switch = KillSwitch.objects.select_for_update().get(pk=switch.pk)
         if switch.engaged == engaged:

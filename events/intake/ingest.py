@@ -43,8 +43,9 @@ class IngestResult:
         return {"duplicate": 200, "conflict": 409}.get(self.outcome, 202)
 
 
-def _insert(rows: list, suffix: str = "") -> list:
+def _insert(rows: list, suffix: str = "", suffix_params: tuple = ()) -> list:
     """One INSERT of these new rows of one model; returns the ids the database stored.
+    `suffix` (ON CONFLICT ...) may take `suffix_params`.
 
     ingest() writes its rows this way rather than through the ORM's save or bulk_create:
     the statement is the same, and skipping the query compiler takes a quarter off the
@@ -62,7 +63,7 @@ def _insert(rows: list, suffix: str = "") -> list:
         f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*params, *suffix_params])
         return [row_id for (row_id,) in cursor.fetchall()]
 
 
@@ -99,43 +100,21 @@ def _claim_signed_body(source: Source, digest: str, event_uuid, now) -> bool:
     meta = SignedBody._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
-    columns = [meta.get_field(name) for name in ("source", "digest", "event", "seen_at")]
-    seen_at = quote(meta.get_field("seen_at").column)
-    event_column = quote(meta.get_field("event").column)
-    # Only model metadata is interpolated; every value is a bound parameter.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(f.column) for f in columns)}) "  # noqa: S608
-        f"VALUES (%s, %s, %s, %s) "
-        f"ON CONFLICT ({quote(columns[0].column)}, {quote(columns[1].column)}) DO UPDATE SET "
-        f"{event_column} = excluded.{event_column}, {seen_at} = excluded.{seen_at} "
-        f"WHERE {table}.{seen_at} < %s RETURNING id"
+    event, seen_at = quote(meta.get_field("event").column), quote(meta.get_field("seen_at").column)
+    cutoff = meta.get_field("seen_at").get_db_prep_save(now - retention.dedup_window(), connection)
+    row = SignedBody(source=source, digest=digest, event_id=event_uuid, seen_at=now)
+    # Only model metadata is interpolated; the cutoff is a bound parameter.
+    conflict = (
+        f"ON CONFLICT (source_id, digest) DO UPDATE SET {event} = excluded.{event}, "
+        f"{seen_at} = excluded.{seen_at} WHERE {table}.{seen_at} < %s"
     )
-    values = (source.pk, digest, event_uuid, now, now - retention.dedup_window())
-    fields = (*columns, columns[3])
-    params = [f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
+    return bool(_insert([row], conflict, (cutoff,)))
 
 
 def _replayed(source: Source, digest: str) -> Event | None:
     """The event a signed body first arrived as (None if it has just been pruned)."""
     row = SignedBody.objects.select_related("event").filter(source=source, digest=digest).first()
     return row.event if row is not None else None
-
-
-def _new_execution(event: Event, route, status: str, reason: str) -> Execution:
-    now = event.received_at
-    return Execution(
-        event=event,
-        route=route,
-        status=status,
-        status_reason=reason,
-        idempotency_key=Execution.new_idempotency_key(),
-        created_at=now,
-        updated_at=now,
-        next_attempt_at=now,
-    )
 
 
 def ingest(
@@ -224,7 +203,16 @@ def _store(event: Event, routes, execution_status, reason: str, digest) -> Inges
                 raise _Replay
             if event.status != EventStatus.BLOCKED and routes:
                 _insert(
-                    [_new_execution(event, route, execution_status, reason) for route in routes]
+                    [
+                        Execution.new(
+                            event,
+                            route,
+                            now=event.received_at,
+                            status=execution_status,
+                            reason=reason,
+                        )
+                        for route in routes
+                    ]
                 )
                 if execution_status == ExecutionStatus.QUEUED:
                     # After the commit: a worker cannot look before the rows exist.

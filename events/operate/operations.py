@@ -173,14 +173,7 @@ def route_event(event: Event) -> list[int]:
     with transaction.atomic():
         have = set(event.executions.values_list("route_id", flat=True))
         new = [
-            Execution(
-                event=event,
-                route=route,
-                idempotency_key=Execution.new_idempotency_key(),
-                created_at=now,
-                updated_at=now,
-                next_attempt_at=now,
-            )
+            Execution.new(event, route, now=now)
             for route in Route.objects.matching(event.type)
             if route.pk not in have
         ]
