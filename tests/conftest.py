@@ -12,6 +12,7 @@ from connectors.models import Route
 from events.models import Execution, Source
 from guardrails.models import OperatorToken
 from tests.helpers import post
+from tests.sink import Sink
 
 
 @pytest.fixture
@@ -109,3 +110,13 @@ def make_execution(client, source, django_capture_on_commit_callbacks):
         return Execution.objects.get(route=route)
 
     return make
+
+
+@pytest.fixture
+def sink(settings):
+    """A real HTTP server on 127.0.0.1 that outbound calls are allowed to reach."""
+    s = Sink()
+    settings.OUTBOUND_HOSTS = ["127.0.0.1", "localhost"]
+    settings.OUTBOUND_ALLOW_PRIVATE = ["127.0.0.1/32"]
+    yield s
+    s.close()

@@ -19,18 +19,8 @@ from connectors.models import CircuitBreaker, Route
 from events.engine import runner as engine
 from events.models import Execution, ExecutionStatus
 from tests.helpers import post
-from tests.sink import Sink
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
-
-
-@pytest.fixture
-def sink(settings):
-    s = Sink()
-    settings.OUTBOUND_HOSTS = ["127.0.0.1", "localhost"]
-    settings.OUTBOUND_ALLOW_PRIVATE = ["127.0.0.1/32"]
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from connectors.models import Route
 from events.engine import runner as engine
 from events.models import Attempt, Execution, ExecutionStatus
 from tests.helpers import post
-from tests.sink import Sink
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("only_loopback")]
 
@@ -28,15 +27,6 @@ KEY_BYTES = b"0123456789abcdef0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(KEY_BYTES).decode()
 TOKEN = "Bearer tok_" + "Zq8xW3vB7nK2pL5mR9tY"
 API_KEY = "ak_live_" + "9f8e7d6c5b4a39281706"
-
-
-@pytest.fixture
-def sink(settings):
-    s = Sink()
-    settings.OUTBOUND_HOSTS = ["127.0.0.1"]
-    settings.OUTBOUND_ALLOW_PRIVATE = ["127.0.0.1/32"]
-    yield s
-    s.close()
 
 
 @pytest.fixture
