@@ -8,7 +8,8 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault(
-    "CONNECTORS", "tests.connectors.ScriptedConnector,tests.connectors.SinkConnector"
+    "CONNECTORS",
+    "tests.support.connectors.ScriptedConnector,tests.support.connectors.SinkConnector",
 )
 
 from automation_runtime.settings import *  # noqa: F403

@@ -169,7 +169,7 @@ class Outcome:
     duration: float = 0.0
     violations: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
-    facts: dict = dataclasses.field(default_factory=dict)  # figures for tests/test_chaos.py
+    facts: dict = dataclasses.field(default_factory=dict)  # figures for tests/engine/test_chaos.py
 
     @property
     def passed(self) -> bool:

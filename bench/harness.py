@@ -1,6 +1,6 @@
 """A throwaway runtime for benchmarks: a fresh database, gunicorn and workers on 127.0.0.1.
 
-Like tests/live.py, but the database kind is an argument rather than the environment,
+Like tests/support/live.py, but the database kind is an argument rather than the environment,
 any number of workers can run side by side, and the database can be read with SQL while
 it runs. Use it as a context manager: processes are stopped and the database (SQLite file
 or PostgreSQL database) is removed on the way out, also after an error.

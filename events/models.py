@@ -2,6 +2,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from datetime import timedelta
 
 from django import forms
 from django.db import models
@@ -146,10 +147,17 @@ class SourceKeyQuerySet(WatchedQuerySet):
     quiet_fields = frozenset({"last_used_at"})
 
     def active(self, now=None):
-        now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
-        )
+        """Keys a request may use at `now`: not revoked, not expired by then."""
+        return self.filter(active_condition(now or timezone.now()))
+
+
+def active_condition(now, prefix: str = "") -> models.Q:
+    """The condition SourceKey.objects.active() filters on; `prefix` ("keys__") applies
+    it across a relation, as a Count(filter=...) on sources does."""
+    return models.Q(**{f"{prefix}revoked_at__isnull": True}) & (
+        models.Q(**{f"{prefix}expires_at__isnull": True})
+        | models.Q(**{f"{prefix}expires_at__gt": now})
+    )
 
 
 class SourceKey(models.Model):
@@ -568,6 +576,18 @@ class Attempt(models.Model):
         return f"attempt {self.number} of execution {self.execution_id}"
 
 
+class WorkerHeartbeatQuerySet(models.QuerySet):
+    def live(self, stale_after_seconds: int, now=None):
+        """Workers heard from within `stale_after_seconds` (WORKER_STALE_SECONDS)."""
+        since = (now or timezone.now()) - timedelta(seconds=stale_after_seconds)
+        return self.filter(last_seen_at__gte=since)
+
+    def stale(self, older_than_seconds: int, now=None):
+        """Workers not heard from for `older_than_seconds`: gone, their rows kept a while."""
+        before = (now or timezone.now()) - timedelta(seconds=older_than_seconds)
+        return self.filter(last_seen_at__lt=before)
+
+
 class WorkerHeartbeat(models.Model):
     """A worker process that is alive, or was: one row per worker, refreshed on an interval."""
 
@@ -586,6 +606,8 @@ class WorkerHeartbeat(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     executions_run = models.PositiveIntegerField(default=0)
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
 
     class Meta:
         ordering = ["-last_seen_at"]
@@ -612,6 +634,23 @@ class BulkStatus(models.TextChoices):
     """Every execution was processed (errors, if any, are counted)."""
     FAILED = "failed"
     """Stopped before the end; `last_error` says why."""
+
+
+# An operation with no finished batch for this long lost its worker: another worker takes
+# it over where it stopped. A batch takes seconds.
+BULK_STALLED_AFTER = timedelta(minutes=5)
+
+
+class BulkOperationQuerySet(models.QuerySet):
+    def runnable(self, now=None):
+        """Operations a worker should take: pending, or running with no finished batch
+        for BULK_STALLED_AFTER (their worker died)."""
+        stale = (now or timezone.now()) - BULK_STALLED_AFTER
+        return self.filter(
+            models.Q(status=BulkStatus.PENDING)
+            | models.Q(status=BulkStatus.RUNNING, progressed_at__lt=stale)
+            | models.Q(status=BulkStatus.RUNNING, progressed_at__isnull=True, started_at__lt=stale)
+        )
 
 
 class BulkOperation(models.Model):
@@ -648,6 +687,8 @@ class BulkOperation(models.Model):
         null=True, blank=True, help_text="When its last batch was done: shows it is alive."
     )
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BulkOperationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -3,7 +3,7 @@ operator API's and probes' bodies. The webhook endpoints' own are in
 events/intake/openapi.py.
 
 The schema is served at /api/schema/ by drf-spectacular and fuzzed by schemathesis in
-tests/test_openapi.py, so every body and status code described here is one the views
+tests/intake/test_openapi.py, so every body and status code described here is one the views
 really return: a change to a view's answers is a change here too.
 """
 

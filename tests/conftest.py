@@ -11,8 +11,8 @@ from django.core.management import call_command
 from connectors.models import Route
 from events.models import Execution, Source
 from guardrails.models import OperatorToken
-from tests.helpers import post
-from tests.sink import Sink
+from tests.support.helpers import post
+from tests.support.sink import Sink
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def demo(db, settings):
 @pytest.fixture
 def live(tmp_path):
     """Real gunicorn (2 sync workers) + worker on a fresh database with the demo data."""
-    from tests.live import LiveRuntime
+    from tests.support.live import LiveRuntime
 
     runtime = LiveRuntime(tmp_path).prepare().start()
     yield runtime

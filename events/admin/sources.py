@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Subquery, Sum
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -15,6 +15,7 @@ from events.models import (
     RejectedRequest,
     Source,
     SourceKey,
+    active_condition,
 )
 from events.sources import credentials
 from lib import signatures
@@ -152,9 +153,7 @@ class SourceAdmin(admin.ModelAdmin):
             .annotate(total=Sum("count"))
             .values("total")
         )
-        active = Q(keys__revoked_at__isnull=True) & (
-            Q(keys__expires_at__isnull=True) | Q(keys__expires_at__gt=now)
-        )
+        active = active_condition(now, prefix="keys__")
         return (
             super()
             .get_queryset(request)

@@ -1,6 +1,5 @@
 """Worker heartbeats: which workers are alive, and what each is doing."""
 
-import datetime
 import os
 import socket
 
@@ -37,10 +36,8 @@ def gone(worker_id: str) -> None:
 
 
 def live_workers():
-    cutoff = timezone.now() - datetime.timedelta(seconds=settings.WORKER_STALE_SECONDS)
-    return WorkerHeartbeat.objects.filter(last_seen_at__gte=cutoff)
+    return WorkerHeartbeat.objects.live(settings.WORKER_STALE_SECONDS)
 
 
 def prune_stale(older_than_seconds: int = 3600) -> int:
-    cutoff = timezone.now() - datetime.timedelta(seconds=older_than_seconds)
-    return WorkerHeartbeat.objects.filter(last_seen_at__lt=cutoff).delete()[0]
+    return WorkerHeartbeat.objects.stale(older_than_seconds).delete()[0]

@@ -79,12 +79,11 @@ def _take_back(execution: Execution, now) -> str | None:
         fields["status_reason"] = f"gave up after {execution.attempts} attempts"
     else:
         fields["next_attempt_at"] = now
-    taken = Execution.objects.filter(
-        pk=execution.pk,
-        status=ExecutionStatus.RUNNING,
-        lease_owner=execution.lease_owner,
-        lease_expires_at__lt=now,
-    ).update(**fields)
+    taken = (
+        Execution.objects.expired(now)
+        .filter(pk=execution.pk, lease_owner=execution.lease_owner)
+        .update(**fields)
+    )
     if taken != 1:
         return None  # renewed or finished meanwhile
     lost = {

@@ -8,9 +8,8 @@ same rules, recording its progress after each batch and one audit entry at the e
 """
 
 import logging
-from datetime import timedelta
 
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -34,9 +33,6 @@ ADMIN_BULK_THRESHOLD = 500
 BULK_MAX = 200_000
 # Executions per batch; also keeps SQLite's IN lists short.
 BATCH = 500
-# An operation with no finished batch for this long lost its worker: another worker takes
-# it over where it stopped. A batch takes seconds.
-STALLED_AFTER = timedelta(minutes=5)
 
 AUDIT_ACTIONS = {
     BulkAction.REPLAY: "executions.replay",
@@ -105,21 +101,12 @@ def start(action: str, ids, *, actor, via="admin", force=False, selection="") ->
     return operation
 
 
-def _stalled(now) -> Q:
-    return Q(status=BulkStatus.RUNNING) & (
-        Q(progressed_at__lt=now - STALLED_AFTER)
-        | Q(progressed_at__isnull=True, started_at__lt=now - STALLED_AFTER)
-    )
-
-
 def runnable_ids(now=None) -> list[int]:
     """Operations a worker should take: pending, or running with no progress for
-    STALLED_AFTER (their worker died). Oldest first."""
+    BULK_STALLED_AFTER (their worker died). Oldest first."""
     now = now or timezone.now()
     return list(
-        BulkOperation.objects.filter(Q(status=BulkStatus.PENDING) | _stalled(now))
-        .order_by("created_at")
-        .values_list("pk", flat=True)
+        BulkOperation.objects.runnable(now).order_by("created_at").values_list("pk", flat=True)
     )
 
 
@@ -159,11 +146,15 @@ def run(operation_id: int) -> str:
     first, or it ran already). A failing batch is counted in `errors` and the next one still runs.
     """
     now = timezone.now()
-    # Pending, or running with no progress for STALLED_AFTER: its worker died. The
-    # conditional UPDATE lets one worker win either way.
-    claimed = BulkOperation.objects.filter(
-        Q(status=BulkStatus.PENDING) | _stalled(now), pk=operation_id
-    ).update(status=BulkStatus.RUNNING, started_at=Coalesce("started_at", now), progressed_at=now)
+    # Pending, or stalled (its worker died): the conditional UPDATE lets one worker win
+    # either way.
+    claimed = (
+        BulkOperation.objects.runnable(now)
+        .filter(pk=operation_id)
+        .update(
+            status=BulkStatus.RUNNING, started_at=Coalesce("started_at", now), progressed_at=now
+        )
+    )
     if claimed != 1:
         return "skipped"
     operation = BulkOperation.objects.get(pk=operation_id)

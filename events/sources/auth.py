@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Q
 from django.utils import timezone
 
 from events.models import (
@@ -96,11 +95,10 @@ def authenticate(name: str, headers, read_body: Callable[[], bytes]) -> tuple[So
     now = timezone.now()
     # Active credentials, and those expired lately: a sender still using one is told
     # apart (expired_key/expired_secret) without loading years of rotated-out rows.
-    recent = Q(expires_at__isnull=True) | Q(expires_at__gt=now - RECENTLY_EXPIRED)
     rows = list(
-        SourceKey.objects.select_related("source").filter(
-            recent, source__name=name, revoked_at__isnull=True
-        )
+        SourceKey.objects.active(now - RECENTLY_EXPIRED)
+        .select_related("source")
+        .filter(source__name=name)
     )
     if not rows:
         source = Source.objects.filter(name=name).first()

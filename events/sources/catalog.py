@@ -10,9 +10,6 @@ process or host.
 
 from dataclasses import dataclass
 
-from django.db.models import Q
-from django.utils import timezone
-
 from connectors.models import Route
 from events.models import CredentialKind, Source, SourceKey
 from guardrails.config import PerToken, watch
@@ -30,12 +27,7 @@ class Catalog:
 
 
 def _load(token: str) -> Catalog:
-    now = timezone.now()
-    keys = SourceKey.objects.select_related("source").filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
-        kind=CredentialKind.API_KEY,
-        revoked_at__isnull=True,
-    )
+    keys = SourceKey.objects.active().select_related("source").filter(kind=CredentialKind.API_KEY)
     return Catalog(
         token=token,
         api_keys={key.key_hash: key for key in keys},

@@ -1,0 +1,1 @@
+"""Code the tests share: live processes, a sink server, scripted connectors, senders."""
