@@ -2,11 +2,14 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from connectors import circuits, registry
 from connectors.base import hint_of, is_sealed, path_text, sealed_in, value_at, with_value_at
 from connectors.models import CircuitBreaker, CircuitState, Route
+from guardrails import killswitch
+from guardrails.models import Scope
 from guardrails.permissions import may_operate
 
 
@@ -22,12 +25,20 @@ def _connectors_help():
 
 class RouteForm(forms.ModelForm):
     connector = forms.ChoiceField(choices=())
+    sources = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The sources it listens to. None ticked: every source.",
+    )
 
     class Meta:
         model = Route
         fields = (
             "name",
             "event_type",
+            "sources",
+            "filter",
             "connector",
             "action",
             "params",
@@ -48,6 +59,20 @@ class RouteForm(forms.ModelForm):
         if "connector" in self.fields:
             self.fields["connector"].choices = [(n, n) for n in registry.names()]
             self.fields["connector"].help_text = _connectors_help()
+        if "sources" in self.fields:
+            # A name no source has any more stays listed (and ticked) until it is unticked.
+            names = sorted({*killswitch.known_names(Scope.SOURCE), *(self.instance.sources or [])})
+            self.fields["sources"].choices = [(name, name) for name in names]
+        if "filter" in self.fields:
+            self.fields["filter"].help_text = format_html(
+                "JSON, matched against <code>data</code> (the payload), <code>headers</code>, "
+                "<code>source</code> and <code>type</code>, for example "
+                "<code>{}</code>. Operators: $eq $neq $gt $gte $lt $lte $in $nin $exist "
+                "$startsWith $endsWith $or $and $not. Empty: every event of its type and "
+                'sources. See docs/routing.md, and try it with the <a href="{}">route tester</a>.',
+                '{"data": {"ref": "refs/heads/main"}}',
+                reverse("admin:events_event_route_test"),
+            )
         if "params" in self.fields:
             self.fields["params"].help_text = (
                 "JSON object. Strings may use placeholders such as {{ event.data.order.id }} "
@@ -83,6 +108,10 @@ class RouteForm(forms.ModelForm):
             if isinstance(value_at(params, path), str):
                 found[path] = value_at(params, path)
         return found
+
+    def clean_filter(self):
+        # An emptied editor means no filter, stored as {} (the column is not nullable).
+        return self.cleaned_data.get("filter") or {}
 
     def clean_params(self):
         """The mask of a stored secret, where it was shown, keeps that secret; anything
@@ -122,6 +151,8 @@ class RouteAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "event_type",
+        "scope",
+        "filtered",
         "connector",
         "action",
         "enabled",
@@ -131,6 +162,19 @@ class RouteAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "dry_run", "connector")
     search_fields = ("name", "event_type")
+
+    @admin.display(description="sources")
+    def scope(self, obj):
+        return ", ".join(obj.sources) if obj.sources else "every source"
+
+    @admin.display(description="filter")
+    def filtered(self, obj):
+        if not obj.filter:
+            return "—"
+        text = json.dumps(obj.filter, ensure_ascii=False, sort_keys=True)
+        return format_html(
+            "<code title='{}'>{}</code>", text, text[:60] + ("…" if len(text) > 60 else "")
+        )
 
     def get_fields(self, request, obj=None):
         # Read-only pages render params from the model, sealed markers and all: show the

@@ -1,16 +1,20 @@
 import random
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
+from django.utils.functional import cached_property
 
 from connectors import registry, templating
 from connectors.base import value_at
+from guardrails import killswitch
 from guardrails.config import WatchedQuerySet
+from guardrails.models import Scope
 from guardrails.policy import action_decision
-from lib import sealing
+from lib import filters, sealing
 from lib.patterns import finite_json_problem, type_matches
 
 # Half of one default worker's slots (WORKER_CONCURRENCY=32): a route whose destination
@@ -24,18 +28,45 @@ class RouteQuerySet(WatchedQuerySet):
     def enabled(self):
         return self.filter(enabled=True)
 
-    def matching(self, event_type: str) -> list["Route"]:
-        """Enabled routes whose pattern matches event_type, in a stable order."""
-        return [route for route in self.enabled().order_by("pk") if route.matches(event_type)]
+    def matching(self, source: str, event_type: str, subject: dict) -> list["Route"]:
+        """Enabled routes that take this event, in a stable order."""
+        return [r for r in self.enabled().order_by("pk") if r.takes(source, event_type, subject)]
+
+
+class InvalidRoute(ValueError):
+    """A route that cannot be stored as it is (raised on save, fixtures included)."""
+
+
+@dataclass(frozen=True)
+class RouteCheck:
+    """Whether a route takes an event, and if not at which step and why."""
+
+    matched: bool
+    step: str = ""  # disabled | type | source | filter, when not matched
+    reasons: list = field(default_factory=list)
+
+
+MAX_SOURCES = 100
 
 
 class Route(models.Model):
-    """Sends events whose type matches `event_type` to a connector's action."""
+    """Sends events of a type (from some sources, with some content) to a connector's action."""
 
     name = models.SlugField(max_length=100, unique=True)
     event_type = models.CharField(
         max_length=255,
         help_text="Event type, or a pattern with * wildcards, such as order.* or *.",
+    )
+    sources = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The sources it listens to, by name. None: every source.",
+    )
+    filter = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Which events it takes by their content: data, headers, source and type "
+        "(docs/routing.md). Empty: every event of its type from its sources.",
     )
     connector = models.CharField(max_length=64)
     action = models.CharField(max_length=64)
@@ -87,6 +118,38 @@ class Route(models.Model):
     def matches(self, event_type: str) -> bool:
         return type_matches(self.event_type, event_type)
 
+    def listens_to(self, source: str) -> bool:
+        return not self.sources or source in self.sources
+
+    @cached_property
+    def compiled_filter(self) -> filters.Filter | None:
+        # Routes are cached per process (events/sources/catalog.py): compiled once each.
+        return filters.compile_filter(self.filter)
+
+    def takes(self, source: str, event_type: str, subject: dict) -> bool:
+        """Does this route take the event? `subject` is lib.filters.subject(...)."""
+        if not (self.matches(event_type) and self.listens_to(source)):
+            return False
+        compiled = self.compiled_filter
+        return compiled is None or compiled.matches(subject)
+
+    def explain(self, source: str, event_type: str, subject: dict) -> RouteCheck:
+        """Like takes(), saying which step refused the event and why (the route tester)."""
+        if not self.enabled:
+            return RouteCheck(False, "disabled", ["the route is disabled"])
+        if not self.matches(event_type):
+            return RouteCheck(
+                False, "type", [f"{event_type!r} does not match the route's {self.event_type!r}"]
+            )
+        if not self.listens_to(source):
+            listened = ", ".join(self.sources)
+            return RouteCheck(
+                False, "source", [f"{source!r} is not among its sources: {listened}"]
+            )
+        compiled = filters.compile_filter(self.filter)
+        reasons = compiled.explain(subject) if compiled is not None else []
+        return RouteCheck(not reasons, "filter" if reasons else "", reasons)
+
     def retry_delay(self, attempt: int, *, rng=random) -> float:
         """Seconds to wait after failed try number `attempt` (1-based): full jitter."""
         ceiling = min(
@@ -98,6 +161,7 @@ class Route(models.Model):
         problem = finite_json_problem(self.params, root="(parameters)")
         if problem:
             raise ValidationError({"params": problem})
+        self.clean_scope()
         try:
             connector = registry.get(self.connector)
         except registry.UnknownConnector as exc:
@@ -115,6 +179,35 @@ class Route(models.Model):
         decision = action_decision(self.connector, self.action)
         if not decision.allowed:
             raise ValidationError({"action": decision.reason})
+
+    def check_shape(self) -> None:
+        """Raise InvalidRoute if its sources or filter cannot be used. Run on every save
+        (fixtures loaded with loaddata too), so no route the runtime cannot read is stored."""
+        if not isinstance(self.sources, list) or not all(
+            isinstance(name, str) and name for name in self.sources
+        ):
+            raise InvalidRoute("sources: a list of source names")
+        if len(self.sources) > MAX_SOURCES:
+            raise InvalidRoute(f"sources: at most {MAX_SOURCES} names")
+        try:
+            filters.check(self.filter)
+        except filters.FilterError as exc:
+            raise InvalidRoute(f"filter: {exc}") from None
+
+    def clean_scope(self) -> None:
+        """The form's check of sources and filter: each message on its own field."""
+        try:
+            self.check_shape()
+        except InvalidRoute as exc:
+            name, _, problem = str(exc).partition(": ")
+            raise ValidationError({name: problem}) from None
+        known = killswitch.known_names(Scope.SOURCE)
+        unknown = [name for name in self.sources if name not in known]
+        if unknown:
+            listed = ", ".join(known) or "none yet"
+            raise ValidationError(
+                {"sources": f"No source is named {', '.join(unknown)}; the sources are: {listed}."}
+            )
 
     def plain_secrets(self, connector=None) -> list[tuple]:
         """Paths of the secret parameters still held in plain (not yet sealed)."""
@@ -138,7 +231,12 @@ class Route(models.Model):
 
 @receiver(pre_save, sender=Route, dispatch_uid="connectors.route.seal-secrets")
 def _seal_route_secrets(sender, instance, raw, **kwargs):
-    # Also for raw saves: a fixture with a plain secret is stored sealed, and reads the same.
+    # Also for raw saves: a fixture with a plain secret is stored sealed, and reads the same,
+    # and a fixture with a filter that cannot be read is refused, naming the bad part.
+    try:
+        instance.check_shape()
+    except InvalidRoute as exc:
+        raise InvalidRoute(f"Route {instance.name!r}: {exc}") from None
     instance.seal_secrets()
 
 

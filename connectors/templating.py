@@ -15,7 +15,13 @@ A sealed secret (connectors.base.is_sealed) is left as it is: secrets hold no pl
 import json
 import re
 
-from connectors.base import ExecutionContext, PermanentError, is_sealed
+from connectors.base import (
+    ExecutionContext,
+    PermanentError,
+    is_sealed,
+    sealed_in,
+    with_value_at,
+)
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
@@ -111,3 +117,12 @@ def check_syntax(value) -> None:
             raise ValueError(
                 f"Placeholder {{{{ {path} }}}} must be a dotted path under `event` or `execution`."
             )
+
+
+def preview(params, context: ExecutionContext):
+    """The params an action would be called with in this context, each secret masked:
+    what the route tester shows. Raises MissingField as render() does."""
+    rendered = render(params, context)
+    for path, marker in list(sealed_in(rendered)):
+        rendered = with_value_at(rendered, path, f"{marker.get('hint', '')}…•••• (secret)")
+    return rendered

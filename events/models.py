@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from guardrails.config import WatchedQuerySet
+from lib import filters
 
 
 def hash_key(key: str) -> str:
@@ -275,6 +276,13 @@ class Event(models.Model):
         default=0,
         help_text="Deliveries refused because they reused this event id with another body.",
     )
+    matched_routes = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Ids of the routes it matched, decided when it arrived (and when it was "
+        "routed again). Empty: it matched none. Null: stored before routes were recorded.",
+    )
 
     class Meta:
         constraints = [
@@ -294,6 +302,12 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.source.name}/{self.event_id}" if self.source_id else self.event_id
+
+    def subject(self) -> dict:
+        """What route filters are matched against (lib.filters.subject)."""
+        return filters.subject(
+            data=self.payload, headers=self.headers, source=self.source.name, event_type=self.type
+        )
 
 
 class SignedBody(models.Model):

@@ -2,14 +2,18 @@
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from events.admin.base import BigTableAdmin, ExecutionTypeFilter, TypeFilter
+from events.intake import routing
 from events.models import (
     Attempt,
     BulkAction,
@@ -46,6 +50,68 @@ class ExecutionInline(admin.TabularInline):
         return super().get_queryset(request).select_related("route")
 
 
+class RouteTestForm(forms.Form):
+    """The route tester's question: a stored event, or one described by hand."""
+
+    event = forms.CharField(
+        required=False,
+        label="Event",
+        help_text="Its id (UUID), <source>/<event id>, or the event id alone.",
+    )
+    source = forms.CharField(required=False, help_text="The source it comes from, by name.")
+    type = forms.CharField(required=False, label="Event type")
+    body = forms.CharField(
+        required=False,
+        label="JSON body",
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "spellcheck": "false"}),
+        help_text="The payload, as the filter sees it under data.",
+    )
+    headers = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80, "spellcheck": "false"}),
+        help_text="One per line, Name: value. Filters see them lowercased under headers.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("event"):
+            try:
+                data["found"] = routing.find_event(data["event"])
+            except LookupError as exc:
+                self.add_error("event", str(exc))
+            return data
+        if not data.get("source") or not data.get("type"):
+            raise forms.ValidationError(
+                "Name a stored event, or give a source, an event type and a JSON body."
+            )
+        try:
+            data["payload"] = json.loads(data.get("body") or "{}")
+        except ValueError as exc:
+            self.add_error("body", f"This is not JSON: {exc}")
+        try:
+            data["header_dict"] = routing.parse_headers((data.get("headers") or "").splitlines())
+        except ValueError as exc:
+            self.add_error("headers", str(exc))
+        return data
+
+    def verdicts(self):
+        data = self.cleaned_data
+        if data.get("found") is not None:
+            return routing.explain_event(data["found"])
+        return routing.explain(
+            source=data["source"],
+            event_type=data["type"],
+            payload=data["payload"],
+            headers=data["header_dict"],
+        )
+
+
+def render_verdicts(verdicts, *, stored: bool) -> str:
+    return render_to_string(
+        "admin/events/event/verdicts.html", {"verdicts": verdicts, "stored": stored}
+    )
+
+
 @admin.register(Event)
 class EventAdmin(BigTableAdmin):
     list_display = ("event_id", "source", "type", "status", "received_at", "conflicts")
@@ -67,11 +133,69 @@ class EventAdmin(BigTableAdmin):
         "conflicts",
         "payload_pretty",
         "headers_pretty",
+        "routes",
     )
     readonly_fields = fields
 
     def exact_search(self, term):
         return Q(event_id=term)
+
+    def get_urls(self):
+        tester = path(
+            "route-test/",
+            self.admin_site.admin_view(self.route_test_view),
+            name="events_event_route_test",
+        )
+        return [tester, *super().get_urls()]
+
+    def route_test_view(self, request):
+        """The route tester: what every route makes of an event. Changes nothing."""
+        if not (
+            request.user.has_perm("events.view_event")
+            and request.user.has_perm("connectors.view_route")
+        ):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = RouteTestForm(request.POST)
+        elif "event" in request.GET:
+            form = RouteTestForm({"event": request.GET["event"]})
+        else:
+            form = RouteTestForm()
+        verdicts = event = None
+        if form.is_bound and form.is_valid():
+            verdicts = form.verdicts()
+            event = form.cleaned_data.get("found")
+        return TemplateResponse(
+            request,
+            "admin/events/event/route_test.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Route tester",
+                "opts": self.model._meta,
+                "form": form,
+                "verdicts": verdicts,
+                "matched": sum(v.matched for v in verdicts or ()),
+                "event": event,
+            },
+        )
+
+    @admin.display(description="routes")
+    def routes(self, obj):
+        """Every route, matched or not and why, beside what was decided on arrival."""
+        if obj is None or obj.pk is None:
+            return "—"
+        verdicts = routing.explain_event(obj)
+        if obj.matched_routes is None:
+            arrival = "This event arrived before routes were recorded with events."
+        else:
+            arrival = f"It matched {len(obj.matched_routes)} route(s) when it arrived."
+        tester = reverse("admin:events_event_route_test") + f"?event={obj.pk}"
+        return format_html(
+            '<p>{} Below, as the routes are now. <a href="{}">Open in the route tester</a>.</p>{}',
+            arrival,
+            tester,
+            render_verdicts(verdicts, stored=True),
+        )
 
     @admin.action(
         description="Route again (create executions for routes added since)",

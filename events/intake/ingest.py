@@ -156,7 +156,13 @@ def _ingest(
         )
     except policy.PayloadRejected as exc:
         raise IngestError(400, "schema_violation", str(exc)) from None
-    routes = catalog.catalog(state.config_token).matching(parsed.type)
+    subject = {
+        "data": parsed.payload,
+        "headers": headers,
+        "source": source.name,
+        "type": parsed.type,
+    }
+    routes = catalog.catalog(state.config_token).matching(source.name, parsed.type, subject)
 
     if decision.verdict is policy.Verdict.HOLD:
         status, execution_status = EventStatus.HELD, ExecutionStatus.HELD
@@ -179,6 +185,7 @@ def _ingest(
         headers=headers,
         body_hash=parsed.body_hash,
         received_at=now,
+        matched_routes=[route.pk for route in routes],
     )
     bind(event_uuid=event.id)
     for _ in range(3):

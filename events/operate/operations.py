@@ -172,19 +172,22 @@ def route_event(event: Event) -> list[int]:
     now = timezone.now()
     with transaction.atomic():
         have = set(event.executions.values_list("route_id", flat=True))
-        new = [
-            Execution.new(event, route, now=now)
-            for route in Route.objects.matching(event.type)
-            if route.pk not in have
-        ]
+        matched = Route.objects.matching(event.source.name, event.type, event.subject())
+        new = [Execution.new(event, route, now=now) for route in matched if route.pk not in have]
         Execution.objects.bulk_create(new, ignore_conflicts=True)
         ids = list(
             event.executions.filter(route_id__in=[e.route_id for e in new]).values_list(
                 "pk", flat=True
             )
         )
+        fields = {}
+        recorded = sorted({*(event.matched_routes or []), *(route.pk for route in matched)})
+        if recorded != event.matched_routes:
+            fields["matched_routes"] = event.matched_routes = recorded
         if ids and event.status != EventStatus.ACCEPTED:
-            Event.objects.filter(pk=event.pk).update(status=EventStatus.ACCEPTED, status_reason="")
+            fields.update(status=EventStatus.ACCEPTED, status_reason="")
+        if fields:
+            Event.objects.filter(pk=event.pk).update(**fields)
         if ids:
             wake.notify()
     return ids

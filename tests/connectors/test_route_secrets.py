@@ -255,10 +255,13 @@ def test_a_route_loaded_from_a_fixture_with_a_plain_secret_is_sealed_and_runs(
     assert_signed_with(sink.requests[0], KEY_BYTES)
 
 
-def test_the_demo_fixture_still_loads_and_runs(demo, fire):
-    route = Route.objects.get(name="order-created-log")
+def test_the_demo_fixture_still_loads_and_runs(demo, client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, {"event_id": "e1", "type": "order.created"}, key="demo-key")
+    assert response.status_code == 202, response.content
+    execution = Execution.objects.get(route__name="order-created-log")
 
-    assert engine.run(fire(route).pk) == ExecutionStatus.SUCCEEDED
+    assert engine.run(execution.pk) == ExecutionStatus.SUCCEEDED
 
 
 # -- in the admin -------------------------------------------------------------------------
