@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean bench chaos bench-engine bench-edge bench-admin wrk
+.PHONY: run test lint format venv clean bench chaos bench-engine bench-edge bench-routing bench-admin wrk
 
 venv: $(STAMP)
 
@@ -49,6 +49,10 @@ bench-engine: $(STAMP)
 ## Benchmark the ingestion edge: API keys vs. provider signatures (see bench/README.md).
 bench-edge: $(STAMP)
 	$(PY) bench/edge.py $(BENCH_ARGS)
+
+## Benchmark route filters: 50 filtered routes vs. 1 route on POST /webhook (see bench/README.md).
+bench-routing: $(STAMP)
+	$(PY) bench/routing.py $(BENCH_ARGS)
 
 ## Time the admin's list and detail pages on 1,000,000 events in PostgreSQL (see bench/README.md).
 ## BENCH_ARGS="--events 100000" for a shorter run.

@@ -132,6 +132,47 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
 
+def measure(port: int, make, label: str, expected: int, *, threads: int, seconds: float) -> dict:
+    """A short warm-up, then a flood: one table row (requests/s with the expected status)."""
+    # Warm up with other event ids, so the measured events are all new.
+    flood(port, make, threads=threads, seconds=0.5, limit=50, start=10**9)
+    done = flood(port, make, threads=threads, seconds=seconds)
+    good = done["statuses"].get(expected, 0)
+    return {
+        "label": label,
+        "rate": good / done["elapsed"],
+        "p50": pct(done["latencies"], 50),
+        "p99": pct(done["latencies"], 99),
+        "others": {s: c for s, c in done["statuses"].items() if s != expected},
+    }
+
+
+def print_table(results: dict[str, list[dict]], *, threads: int, seconds: float) -> None:
+    """The markdown table of measure()'s rows per database; ratios to each first row."""
+    print(f"\n{threads} client threads, {seconds:g} s per scenario, 1 gunicorn sync worker\n")
+    print("| database | scenario | requests/s | p50 ms | p99 ms | ours / reference |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kind, rows in results.items():
+        reference = rows[0]["rate"] or float("nan")
+        for row in rows:
+            note = f" (other statuses: {row['others']})" if row["others"] else ""
+            print(
+                f"| {kind} | {row['label']}{note} | {row['rate']:.0f} | {row['p50']:.1f} | "
+                f"{row['p99']:.1f} | {row['rate'] / reference:.2f} |"
+            )
+
+
+def commit() -> str:
+    """The short git commit, noting uncommitted changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{head}{' (with uncommitted changes)' if dirty else ''}"
+
+
 def bench(kind: str, seconds: float, threads: int) -> list[dict]:
     env = {"WEB_CONCURRENCY": "1", "GUNICORN_MAX_REQUESTS": "0"}
     rows = []
@@ -143,20 +184,7 @@ def bench(kind: str, seconds: float, threads: int) -> list[dict]:
         }
         rt.start_gunicorn(workers=1)
         for label, expected, make in scenarios(secrets):
-            # Warm up with other event ids, so the measured events are all new.
-            flood(rt.port, make, threads=threads, seconds=0.5, limit=50, start=10**9)
-            done = flood(rt.port, make, threads=threads, seconds=seconds)
-            good = done["statuses"].get(expected, 0)
-            others = {s: c for s, c in done["statuses"].items() if s != expected}
-            rows.append(
-                {
-                    "label": label,
-                    "rate": good / done["elapsed"],
-                    "p50": pct(done["latencies"], 50),
-                    "p99": pct(done["latencies"], 99),
-                    "others": others,
-                }
-            )
+            rows.append(measure(rt.port, make, label, expected, threads=threads, seconds=seconds))
             print(f"{kind}: {label}: {rows[-1]['rate']:.0f}/s", file=sys.stderr, flush=True)
         problems = rt.log_problems()
         if problems:
@@ -174,24 +202,8 @@ def main() -> int:
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
 
     results = {kind: bench(kind, seconds, threads) for kind in kinds}
-    print(f"\n{threads} client threads, {seconds:g} s per scenario, 1 gunicorn sync worker\n")
-    print("| database | scenario | requests/s | p50 ms | p99 ms | ours / reference |")
-    print("|---|---|---:|---:|---:|---:|")
-    for kind, rows in results.items():
-        reference = rows[0]["rate"] or float("nan")
-        for row in rows:
-            note = f" (other statuses: {row['others']})" if row["others"] else ""
-            print(
-                f"| {kind} | {row['label']}{note} | {row['rate']:.0f} | {row['p50']:.1f} | "
-                f"{row['p99']:.1f} | {row['rate'] / reference:.2f} |"
-            )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    print(f"\ncommit {commit}{' (with uncommitted changes)' if dirty else ''}")
+    print_table(results, threads=threads, seconds=seconds)
+    print(f"\ncommit {commit()}")
     return 0
 
 

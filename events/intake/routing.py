@@ -80,7 +80,12 @@ def explain(
         attempt=1,
         received_at=received_at,
     )
-    return [_verdict(route, source, event_type, subject, context) for route in routes()]
+    verdicts = [_verdict(route, source, event_type, subject, context) for route in routes()]
+    # The routes it matched first, then those it nearly matched, other types last.
+    return sorted(verdicts, key=lambda v: _SHOWN_FIRST.index(v.check.step))
+
+
+_SHOWN_FIRST = ("", "filter", "source", "disabled", "type")
 
 
 def explain_event(event: Event) -> list[Verdict]:

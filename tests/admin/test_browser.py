@@ -1,7 +1,8 @@
 """The operator's admin in a real headless Chromium against a real runtime: log in, read
-the dashboard, engage the kill switch, release a held execution, replay a failed one.
+the dashboard, engage the kill switch, release a held execution, replay a failed one;
+route by content, test the routes, and see where an event went.
 
-Screenshots of every step are kept under test-artifacts/browser/.
+Screenshots of every step are kept under test-artifacts/browser/<test>/.
 """
 
 import os
@@ -69,13 +70,14 @@ def runtime(tmp_path):
 
 
 @pytest.fixture
-def shot(browser):
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+def shot(browser, request):
+    folder = ARTIFACTS / request.node.name.removeprefix("test_")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
 
     def take(name: str) -> Path:
-        path = ARTIFACTS / f"{name}.png"
+        path = folder / f"{name}.png"
         browser.save_screenshot(str(path))
         return path
 
@@ -87,6 +89,15 @@ def admin_password(rt: LiveRuntime) -> str:
     found = re.search(r"admin login:\s+admin / (\S+)", out)
     assert found, out
     return found.group(1)
+
+
+def log_in(browser, rt: LiveRuntime):
+    from selenium.webdriver.common.by import By
+
+    browser.get(rt.url + "/admin/login/")
+    browser.find_element(By.ID, "id_username").send_keys("admin")
+    browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
+    browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]').click()
 
 
 def one(rt: LiveRuntime, sql: str):
@@ -122,10 +133,7 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     rt, started = runtime, time.monotonic()
 
     # Log in and see the dashboard: running, with a chart.
-    browser.get(rt.url + "/admin/login/")
-    browser.find_element(By.ID, "id_username").send_keys("admin")
-    browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
-    browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]').click()
+    log_in(browser, rt)
     banner = browser.find_element(By.ID, "runtime-mode")
     assert banner.get_attribute("data-mode") == "running"
     assert "running" in banner.text.lower()
@@ -206,3 +214,69 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     assert "alerts-to-blocked-host" in routes
     shot("06-dashboard-after")
     assert time.monotonic() - started < 120
+
+
+def test_an_operator_routes_by_content_and_sees_where_each_event_went(runtime, browser, shot):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    rt = runtime
+    log_in(browser, rt)
+
+    # A route for big charges from the demo source: a typo in the filter is refused,
+    # naming the bad part; the fixed filter is saved.
+    browser.get(rt.url + "/admin/connectors/route/add/")
+    browser.find_element(By.ID, "id_name").send_keys("big-charges")
+    browser.find_element(By.ID, "id_event_type").send_keys("charge.succeeded")
+    browser.find_element(By.CSS_SELECTOR, 'input[name="sources"][value="demo"]').click()
+    Select(browser.find_element(By.ID, "id_connector")).select_by_value("log")
+    browser.find_element(By.ID, "id_action").send_keys("record")
+    params = browser.find_element(By.ID, "id_params")
+    params.clear()
+    params.send_keys('{"message": "big charge {{ event.amount }}"}')
+    box = browser.find_element(By.ID, "id_filter")
+    box.clear()
+    box.send_keys('{"data": {"amount": {"$gtt": 10000}}}')
+    save(browser)
+    errors = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".errorlist"))
+    assert "data.amount.$gtt: unknown operator (did you mean $gt?)" in errors
+    shot("01-bad-filter-refused")
+    box = browser.find_element(By.ID, "id_filter")
+    box.clear()
+    box.send_keys('{"data": {"amount": {"$gte": 10000}}}')
+    save(browser)
+    assert "big-charges" in browser.find_element(By.ID, "result_list").text
+    shot("02-routes")
+
+    # Two charges: only the big one runs the route.
+    for event_id, amount in (("ch_big", 25000), ("ch_small", 500)):
+        body = {"event_id": event_id, "type": "charge.succeeded", "amount": amount}
+        assert rt.post_event(body).status_code == 202
+    big = rt.wait_for(
+        lambda: one(
+            rt,
+            "SELECT x.id FROM events_execution x JOIN events_event e ON e.id = x.event_id "
+            "WHERE e.event_id = 'ch_big' AND x.status = 'succeeded'",
+        )
+    )
+    assert one(rt, "SELECT status FROM events_event WHERE event_id = 'ch_small'") == ("unrouted",)
+
+    # The tester, one click from the routes list, explains a stored event.
+    browser.find_element(By.CSS_SELECTOR, '.object-tools a[href$="/route-test/"]').click()
+    browser.find_element(By.ID, "id_event").send_keys("demo/ch_small")
+    browser.find_element(By.CSS_SELECTOR, '#route-test input[type="submit"]').click()
+    results = browser.find_element(By.ID, "route-test-results").text
+    assert "0 of 5 route(s) match" in results  # the demo three, the failing one, ours
+    assert "data.amount is 500, not $gte 10000" in results
+    shot("03-tester")
+
+    # The big charge's page: which routes it matched and why, with its execution.
+    ch_big = one(rt, "SELECT id FROM events_event WHERE event_id = 'ch_big'")[0]
+    event_url = f"/admin/events/event/{str(ch_big).replace('-', '')}/change/"
+    browser.get(rt.url + event_url)
+    row = browser.find_element(By.CSS_SELECTOR, 'tr.route-matched[data-route="big-charges"]')
+    assert "big charge 25000" in row.text
+    browser.execute_script("arguments[0].scrollIntoView()", row)
+    shot("04-event-routes")
+    row.find_element(By.LINK_TEXT, f"#{big[0]}").click()
+    assert f"/admin/events/execution/{big[0]}/change/" in browser.current_url
