@@ -104,11 +104,6 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _key(value) -> tuple:
-    """A hashable key under which equal values of one kind meet (for $in)."""
-    return (_kind(value), value)
-
-
 def show(value, limit: int = 60) -> str:
     """A value as an explanation quotes it: JSON, shortened."""
     if value is MISSING:
@@ -135,18 +130,31 @@ class Node:
         raise NotImplementedError  # pragma: no cover
 
 
+_CONTAINERS = (dict, list)
+
+
 class Equal(Node):
     """A plain value: equal to it, or (for a list) holding an element equal to it."""
 
-    __slots__ = ("expected",)
+    __slots__ = ("expected", "kind")
 
     def __init__(self, expected):
         self.expected = expected
+        self.kind = _kind(expected)
+
+    def same(self, value) -> bool:
+        # Spelled out by kind: this is the test ingestion runs most.
+        t = type(value)
+        if self.kind == "string":
+            return t is str and value == self.expected
+        if self.kind == "number":
+            return (t is int or t is float) and value == self.expected
+        return value is self.expected  # true, false, null
 
     def test(self, value) -> bool:
-        if isinstance(value, list):
-            return any(_same(item, self.expected) for item in value)
-        return _same(value, self.expected)
+        if type(value) is list:
+            return any(self.same(item) for item in value)
+        return self.same(value)
 
     def why_not(self, value, path):
         if isinstance(value, list):
@@ -172,40 +180,56 @@ class Exactly(Node):
 class Compare(Node):
     """$gt, $gte, $lt, $lte: numbers with numbers, strings with strings (ISO dates sort)."""
 
-    __slots__ = ("bound", "compare", "kind", "name")
+    __slots__ = ("bound", "compare", "name", "numeric")
 
     def __init__(self, name, bound):
         self.name, self.compare, self.bound = name, _COMPARISONS[name], bound
-        self.kind = _kind(bound)
+        self.numeric = not isinstance(bound, str)
 
     def test(self, value) -> bool:
-        if isinstance(value, list):
+        t = type(value)
+        if t is list:
             return any(self.test(item) for item in value)
-        return _kind(value) == self.kind and self.compare(value, self.bound)
+        if self.numeric:
+            return (t is int or t is float) and self.compare(value, self.bound)
+        return t is str and self.compare(value, self.bound)
 
     def why_not(self, value, path):
         wanted = f"{self.name} {show(self.bound)}"
         if isinstance(value, list):
             return [f"{path} holds no element {wanted}"]
-        kind = _kind(value)
-        if value is not MISSING and kind != self.kind:
-            return [f"{_is(path, value)}, a {kind}: {wanted} compares {self.kind}s only"]
+        kind, bound_kind = _kind(value), _kind(self.bound)
+        if value is not MISSING and kind != bound_kind:
+            return [f"{_is(path, value)}, a {kind}: {wanted} compares {bound_kind}s only"]
         return [f"{_is(path, value)}, not {wanted}"]
 
 
 class Within(Node):
-    """$in: one of these values (for a list: any element is)."""
+    """$in: one of these values (for a list: any element is). One set per kind, so that
+    1, 1.0, true and "1" stay apart."""
 
-    __slots__ = ("keys", "values")
+    __slots__ = ("booleans", "null", "numbers", "strings", "values")
 
     def __init__(self, values):
         self.values = values
-        self.keys = frozenset(_key(v) for v in values)
+        self.strings = frozenset(v for v in values if isinstance(v, str))
+        self.numbers = frozenset(v for v in values if _kind(v) == "number")
+        self.booleans = frozenset(v for v in values if isinstance(v, bool))
+        self.null = None in values
 
     def test(self, value) -> bool:
-        if isinstance(value, list):
+        t = type(value)
+        if t is str:
+            return value in self.strings
+        if t is int or t is float:
+            return value in self.numbers
+        if t is bool:
+            return value in self.booleans
+        if value is None:
+            return self.null
+        if t is list:
             return any(self.test(item) for item in value)
-        return _kind(value) in _PRIMITIVE and _key(value) in self.keys
+        return False
 
     def why_not(self, value, path):
         return [f"{_is(path, value)}, not one of {show(self.values)}"]
@@ -236,9 +260,10 @@ class Affix(Node):
         self.method = str.startswith if name == "$startsWith" else str.endswith
 
     def test(self, value) -> bool:
-        if isinstance(value, list):
+        t = type(value)
+        if t is list:
             return any(self.test(item) for item in value)
-        return isinstance(value, str) and self.method(value, self.text)
+        return t is str and self.method(value, self.text)
 
     def why_not(self, value, path):
         wanted = f"{self.name} {show(self.text)}"
@@ -256,7 +281,7 @@ class Contains(Node):
         self.items = items
 
     def test(self, value) -> bool:
-        return isinstance(value, list) and all(
+        return type(value) is list and all(
             any(item.test(element) for element in value) for item in self.items
         )
 
@@ -271,7 +296,7 @@ class Contains(Node):
 
 
 class AllOf(Node):
-    """An object of conditions, or $and: every one holds."""
+    """$and, and the operators side by side in one object: every one holds."""
 
     __slots__ = ("parts",)
 
@@ -279,12 +304,14 @@ class AllOf(Node):
         self.parts = parts
 
     def test(self, value) -> bool:
-        return all(part.test(value) for part in self.parts)
+        for part in self.parts:  # noqa: SIM110 - a loop beats all(<generator>) here
+            if not part.test(value):
+                return False
+        return True
 
     def why_not(self, value, path):
-        return [
-            why for part in self.parts if not part.test(value) for why in part.why_not(value, path)
-        ]
+        failed = [part for part in self.parts if not part.test(value)]
+        return [why for part in failed for why in part.why_not(value, path)]
 
 
 class AnyOf(Node):
@@ -296,7 +323,10 @@ class AnyOf(Node):
         self.parts = parts
 
     def test(self, value) -> bool:
-        return any(part.test(value) for part in self.parts)
+        for part in self.parts:  # noqa: SIM110 - a loop beats any(<generator>) here
+            if part.test(value):
+                return True
+        return False
 
     def why_not(self, value, path):
         reasons = [" and ".join(part.why_not(value, path)) for part in self.parts]
@@ -316,40 +346,75 @@ class Not(Node):
         return not self.part.test(value)
 
     def why_not(self, value, path):
+        if not path:
+            return [f"the event matches {self.label[5:]}, which $not excludes"]
         return [f"{_is(path, value)}, which {self.label} excludes"]
 
 
-class Field(Node):
-    """A field name: the condition holds for the field's value; on a list of objects, for
-    some element's."""
+def _elements(value, path: str, reasons) -> list[str]:
+    """Why no element of a list matched: the first three elements' reasons."""
+    if not value:
+        return [f"{path} is an empty list"]
+    shown = "; ".join(why for i, item in enumerate(value[:3]) for why in reasons(item, i))
+    more = f" ({len(value) - 3} more not shown)" if len(value) > 3 else ""
+    return [f"no element of {path} matches{more}: {shown}"]
 
-    __slots__ = ("name", "part")
 
-    def __init__(self, name, part):
-        self.name, self.part = name, part
+class Path(Node):
+    """Field names, one inside the other (`data.pull_request.base`), then a condition on
+    the value found there. A list on the way: some element carries on."""
+
+    __slots__ = ("keys", "part", "rest")
+
+    def __init__(self, keys: tuple, part: Node):
+        self.keys, self.part = keys, part
+        self.rest = Path(keys[1:], part) if len(keys) > 1 else part
 
     def test(self, value) -> bool:
-        if isinstance(value, dict):
-            return self.part.test(value.get(self.name, MISSING))
-        if isinstance(value, list):
-            return any(self.test(item) for item in value if isinstance(item, dict | list))
-        return self.part.test(MISSING)
+        t = type(value)
+        if t is dict:
+            return self.rest.test(value.get(self.keys[0], MISSING))
+        if t is list:
+            for item in value:
+                t = type(item)
+                if (t is dict or t is list) and self.test(item):
+                    return True
+            return False
+        return self.rest.test(MISSING)
 
     def why_not(self, value, path):
-        here = f"{path}.{self.name}" if path else self.name
-        if isinstance(value, dict):
-            return self.part.why_not(value.get(self.name, MISSING), here)
+        here = f"{path}.{self.keys[0]}" if path else self.keys[0]
         if isinstance(value, list):
-            if not value:
-                return [f"{path} is an empty list"]
-            shown = "; ".join(
-                why
-                for i, item in enumerate(value[:3])
-                for why in self.why_not(item, f"{path}[{i}]")
-            )
-            more = f" ({len(value) - 3} more not shown)" if len(value) > 3 else ""
-            return [f"no element of {path} matches{more}: {shown}"]
-        return self.part.why_not(MISSING, here)
+            return _elements(value, path, lambda item, i: self.why_not(item, f"{path}[{i}]"))
+        found = value.get(self.keys[0], MISSING) if isinstance(value, dict) else MISSING
+        return self.rest.why_not(found, here)
+
+
+class Fields(Node):
+    """An object of several field names: on a list, one element must satisfy them all
+    (a line with sku A1 *and* qty above 1)."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def test(self, value) -> bool:
+        if type(value) is list:
+            for item in value:
+                t = type(item)
+                if (t is dict or t is list) and self.test(item):
+                    return True
+            return False
+        for path in self.paths:  # noqa: SIM110 - a loop beats all(<generator>) here
+            if not path.test(value):
+                return False
+        return True
+
+    def why_not(self, value, path):
+        if isinstance(value, list):
+            return _elements(value, path, lambda item, i: self.why_not(item, f"{path}[{i}]"))
+        return [why for p in self.paths if not p.test(value) for why in p.why_not(value, path)]
 
 
 _PRIMITIVE = frozenset({"null", "boolean", "number", "string"})
@@ -381,7 +446,10 @@ def compile_filter(document) -> Filter | None:
         return None
     if not isinstance(document, dict):
         raise FilterError("", f"a filter is a JSON object, not a {_kind(document)}")
-    size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    try:
+        size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    except RecursionError:  # built in Python, thousands of levels deep
+        raise FilterError("", f"the filter nests deeper than {MAX_DEPTH} levels") from None
     if size > MAX_BYTES:
         raise FilterError("", f"the filter is {size} bytes; at most {MAX_BYTES} are allowed")
     compiler = _Compiler()
@@ -424,16 +492,19 @@ class _Compiler:
     def conditions(self, spec: dict, *, path: str, depth: int) -> Node:
         if not spec:
             raise FilterError(path, "an empty object matches everything; remove it")
-        parts = []
+        paths, operators = [], []
         for key, value in spec.items():
             here = f"{path}.{key}" if path else key
             if key.startswith("$"):
-                parts.append(self.operator(key, value, path=path, here=here, depth=depth + 1))
+                operators.append(self.operator(key, value, path=path, here=here, depth=depth + 1))
             else:
-                parts.append(self.field(key, value, path=path, here=here, depth=depth + 1))
+                paths.append(self.field(key, value, path=path, here=here, depth=depth + 1))
+        parts = operators
+        if paths:
+            parts = [paths[0] if len(paths) == 1 else Fields(paths), *operators]
         return parts[0] if len(parts) == 1 else AllOf(parts)
 
-    def field(self, key: str, value, *, path: str, here: str, depth: int) -> Node:
+    def field(self, key: str, value, *, path: str, here: str, depth: int) -> Path:
         if len(key) > MAX_STRING:
             raise FilterError(path, f"a field name is longer than {MAX_STRING} characters")
         if path == "" and key not in SUBJECT_KEYS:
@@ -445,7 +516,10 @@ class _Compiler:
         if path == "headers":
             key = key.lower()  # stored headers are lowercased
             here = f"headers.{key}"
-        return Field(key, self.condition(value, path=here, depth=depth))
+        part = self.condition(value, path=here, depth=depth)
+        if isinstance(part, Path):  # {"a": {"b": …}}: one walk down a.b
+            return Path((key, *part.keys), part.part)
+        return Path((key,), part)
 
     def operator(self, name: str, value, *, path: str, here: str, depth: int) -> Node:
         if name not in OPERATORS:
@@ -454,17 +528,21 @@ class _Compiler:
             )
         if path == "" and name not in _LOGICAL:
             raise FilterError(here, "at the top, only $or, $and and $not apply")
+        self.count(here, depth)
         if name in ("$or", "$and"):
             if not isinstance(value, list) or not value:
                 raise FilterError(here, f"{name} takes a non-empty list of conditions")
             parts = self.items(value, path=path, depth=depth, label=here)
+            if name == "$or" and all(isinstance(part, Equal) for part in parts):
+                return Within(value)  # the same test, one set lookup instead of a loop
             return AnyOf(parts) if name == "$or" else AllOf(parts)
         if name == "$not":
             return Not(self.condition(value, path=path, depth=depth), f"$not {show(value)}")
         if name in ("$eq", "$neq"):
-            self.count(here, depth)
             if isinstance(value, list | dict):
                 self.literal(value, here, depth)
+                if path == "headers" and isinstance(value, dict):
+                    value = {str(k).lower(): v for k, v in value.items()}
                 node = Exactly(value)
             else:
                 node = Equal(self.primitive(value, here))
@@ -518,6 +596,8 @@ class _Compiler:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             self.count(path, depth)
+            if isinstance(key, str) and len(key) > MAX_STRING:
+                raise FilterError(path, f"a field name is longer than {MAX_STRING} characters")
             if isinstance(item, list | dict):
                 self.literal(item, f"{path}.{key}", depth + 1)
             else:

@@ -44,6 +44,14 @@ def fields(depth, leaf):
     return {"data": leaf}
 
 
+def nots(depth):
+    """{"data": {"x": {"$not": {"$not": ... "a"}}}}, `depth` of them."""
+    value = "a"
+    for _ in range(depth):
+        value = {"$not": value}
+    return {"data": {"x": value}}
+
+
 # --- What matches ----------------------------------------------------------------------------
 
 EQUALITY = [
@@ -58,56 +66,35 @@ EQUALITY = [
     case("1-is-not-true", {"data": {"n": 1}}, False, data={"n": True}),
     case("false-is-not-0", {"data": {"paid": False}}, False, data={"paid": 0}),
     case("false-equals-false", {"data": {"paid": False}}, True, data={"paid": False}),
-    case(
-        "nested-object-path",
-        {"data": {"c": {"addr": {"cc": "NL"}}}},
-        True,
-        data={"c": {"addr": {"cc": "NL"}}},
-    ),
+    case("nested-object-path", {"data": {"c": {"addr": {"cc": "NL"}}}}, True,
+         data={"c": {"addr": {"cc": "NL"}}}),
     case("nested-path-through-scalar", {"data": {"c": {"addr": "NL"}}}, False, data={"c": "x"}),
     case("every-entry-holds", {"data": {"a": 1, "b": 2}}, True, data={"a": 1, "b": 2}),
     case("one-entry-fails", {"data": {"a": 1, "b": 2}}, False, data={"a": 1, "b": 3}),
     case("eq-plain", {"data": {"x": {"$eq": "a"}}}, True, data={"x": "a"}),
     case("eq-plain-kind-strict", {"data": {"x": {"$eq": 1}}}, False, data={"x": "1"}),
     case("eq-list-exact", {"data": {"t": {"$eq": ["a", "b"]}}}, True, data={"t": ["a", "b"]}),
-    case(
-        "eq-list-order-matters",
-        {"data": {"t": {"$eq": ["a", "b"]}}},
-        False,
-        data={"t": ["b", "a"]},
-    ),
-    case(
-        "eq-list-no-extra",
-        {"data": {"t": {"$eq": ["a", "b"]}}},
-        False,
-        data={"t": ["a", "b", "c"]},
-    ),
+    case("eq-list-order-matters", {"data": {"t": {"$eq": ["a", "b"]}}}, False,
+         data={"t": ["b", "a"]}),
+    case("eq-list-no-extra", {"data": {"t": {"$eq": ["a", "b"]}}}, False,
+         data={"t": ["a", "b", "c"]}),
     case("eq-list-vs-scalar", {"data": {"t": {"$eq": ["a"]}}}, False, data={"t": "a"}),
     case("eq-object-exact", {"data": {"o": {"$eq": {"a": 1}}}}, True, data={"o": {"a": 1.0}}),
-    case(
-        "eq-object-no-extra-keys",
-        {"data": {"o": {"$eq": {"a": 1}}}},
-        False,
-        data={"o": {"a": 1, "b": 2}},
-    ),
-    case(
-        "eq-object-kind-strict", {"data": {"o": {"$eq": {"a": 1}}}}, False, data={"o": {"a": "1"}}
-    ),
-    case(
-        "eq-object-is-literal-not-operators",
-        {"data": {"o": {"$eq": {"$gt": 1}}}},
-        True,
-        data={"o": {"$gt": 1}},
-    ),
-    case(
-        "eq-object-literal-not-applied", {"data": {"o": {"$eq": {"$gt": 1}}}}, False, data={"o": 5}
-    ),
+    case("eq-object-no-extra-keys", {"data": {"o": {"$eq": {"a": 1}}}}, False,
+         data={"o": {"a": 1, "b": 2}}),
+    case("eq-object-kind-strict", {"data": {"o": {"$eq": {"a": 1}}}}, False,
+         data={"o": {"a": "1"}}),
+    case("eq-object-is-literal-not-operators", {"data": {"o": {"$eq": {"$gt": 1}}}}, True,
+         data={"o": {"$gt": 1}}),
+    case("eq-object-literal-not-applied", {"data": {"o": {"$eq": {"$gt": 1}}}}, False,
+         data={"o": 5}),
     case("neq-equal", {"data": {"x": {"$neq": "a"}}}, False, data={"x": "a"}),
     case("neq-different", {"data": {"x": {"$neq": "a"}}}, True, data={"x": "b"}),
     case("neq-kind-strict", {"data": {"x": {"$neq": 1}}}, True, data={"x": "1"}),
     case("neq-list-exact-equal", {"data": {"t": {"$neq": ["a"]}}}, False, data={"t": ["a"]}),
-    case("neq-list-exact-differs", {"data": {"t": {"$neq": ["a"]}}}, True, data={"t": ["a", "b"]}),
-]
+    case("neq-list-exact-differs", {"data": {"t": {"$neq": ["a"]}}}, True,
+         data={"t": ["a", "b"]}),
+]  # fmt: skip
 
 MISSING_AND_NULL = [
     case("null-matches-present-null", {"data": {"x": None}}, True, data={"x": None}),
@@ -125,15 +112,17 @@ MISSING_AND_NULL = [
     case("missing-fails-nested-field", {"data": {"a": {"b": 1}}}, False, data={}),
     case("missing-satisfies-neq", {"data": {"x": {"$neq": "a"}}}, True, data={}),
     case("missing-satisfies-neq-null", {"data": {"x": {"$neq": None}}}, True, data={}),
-    case("present-null-fails-neq-null", {"data": {"x": {"$neq": None}}}, False, data={"x": None}),
+    case("present-null-fails-neq-null", {"data": {"x": {"$neq": None}}}, False,
+         data={"x": None}),
     case("missing-satisfies-nin", {"data": {"x": {"$nin": ["a"]}}}, True, data={}),
     case("missing-satisfies-not", {"data": {"x": {"$not": {"$gt": 5}}}}, True, data={}),
-    case("missing-parent-exist-false", {"data": {"a": {"b": {"$exist": False}}}}, True, data={}),
-    case(
-        "scalar-parent-exist-false", {"data": {"a": {"b": {"$exist": False}}}}, True, data={"a": 5}
-    ),
-    case("missing-parent-exist-true", {"data": {"a": {"b": {"$exist": True}}}}, False, data={}),
-]
+    case("missing-parent-exist-false", {"data": {"a": {"b": {"$exist": False}}}}, True,
+         data={}),
+    case("scalar-parent-exist-false", {"data": {"a": {"b": {"$exist": False}}}}, True,
+         data={"a": 5}),
+    case("missing-parent-exist-true", {"data": {"a": {"b": {"$exist": True}}}}, False,
+         data={}),
+]  # fmt: skip
 
 COMPARISONS = [
     case("gt-above", {"data": {"n": {"$gt": 10000}}}, True, data={"n": 15000}),
@@ -154,29 +143,19 @@ COMPARISONS = [
     case("kind-boolean-vs-number", {"data": {"n": {"$gte": 0}}}, False, data={"n": True}),
     case("kind-null-vs-number", {"data": {"n": {"$lte": 0}}}, False, data={"n": None}),
     case("kind-object-vs-number", {"data": {"n": {"$gt": 0}}}, False, data={"n": {"a": 1}}),
-    case(
-        "iso-timestamp-after",
-        {"data": {"at": {"$gte": "2024-01-01T00:00:00Z"}}},
-        True,
-        data={"at": "2024-03-05T10:00:00Z"},
-    ),
-    case(
-        "iso-timestamp-before",
-        {"data": {"at": {"$lt": "2024-01-01"}}},
-        True,
-        data={"at": "2023-12-31T23:59:59Z"},
-    ),
+    case("iso-timestamp-after", {"data": {"at": {"$gte": "2024-01-01T00:00:00Z"}}}, True,
+         data={"at": "2024-03-05T10:00:00Z"}),
+    case("iso-timestamp-before", {"data": {"at": {"$lt": "2024-01-01"}}}, True,
+         data={"at": "2023-12-31T23:59:59Z"}),
     case("string-lexicographic", {"data": {"v": {"$gt": "9"}}}, False, data={"v": "10"}),
     case("string-gt", {"data": {"v": {"$gt": "a"}}}, True, data={"v": "b"}),
-]
+]  # fmt: skip
 
 IN_AND_NIN = [
-    case(
-        "in-listed", {"data": {"s": {"$in": ["paid", "refunded"]}}}, True, data={"s": "refunded"}
-    ),
-    case(
-        "in-not-listed", {"data": {"s": {"$in": ["paid", "refunded"]}}}, False, data={"s": "void"}
-    ),
+    case("in-listed", {"data": {"s": {"$in": ["paid", "refunded"]}}}, True,
+         data={"s": "refunded"}),
+    case("in-not-listed", {"data": {"s": {"$in": ["paid", "refunded"]}}}, False,
+         data={"s": "void"}),
     case("in-number-not-string", {"data": {"n": {"$in": [1]}}}, False, data={"n": "1"}),
     case("in-number-not-true", {"data": {"n": {"$in": [1]}}}, False, data={"n": True}),
     case("in-true-not-number", {"data": {"n": {"$in": [True]}}}, False, data={"n": 1}),
@@ -186,7 +165,7 @@ IN_AND_NIN = [
     case("nin-listed", {"data": {"s": {"$nin": ["void"]}}}, False, data={"s": "void"}),
     case("nin-not-listed", {"data": {"s": {"$nin": ["void"]}}}, True, data={"s": "paid"}),
     case("nin-kind-strict", {"data": {"n": {"$nin": [1]}}}, True, data={"n": "1"}),
-]
+]  # fmt: skip
 
 EXIST = [
     case("exist-present", {"data": {"x": {"$exist": True}}}, True, data={"x": "a"}),
@@ -194,40 +173,26 @@ EXIST = [
     case("exist-present-empty-list", {"data": {"x": {"$exist": True}}}, True, data={"x": []}),
     case("exist-missing", {"data": {"x": {"$exist": True}}}, False, data={}),
     case("not-exist-missing", {"data": {"x": {"$exist": False}}}, True, data={}),
-    case("not-exist-present-null", {"data": {"x": {"$exist": False}}}, False, data={"x": None}),
-    case("not-exist-present-empty", {"data": {"x": {"$exist": False}}}, False, data={"x": ""}),
-]
+    case("not-exist-present-null", {"data": {"x": {"$exist": False}}}, False,
+         data={"x": None}),
+    case("not-exist-present-empty", {"data": {"x": {"$exist": False}}}, False,
+         data={"x": ""}),
+]  # fmt: skip
 
 AFFIXES = [
-    case(
-        "startswith",
-        {"data": {"ref": {"$startsWith": "refs/heads/"}}},
-        True,
-        data={"ref": "refs/heads/main"},
-    ),
-    case(
-        "startswith-no",
-        {"data": {"ref": {"$startsWith": "refs/heads/"}}},
-        False,
-        data={"ref": "refs/tags/v1"},
-    ),
-    case(
-        "startswith-case-sensitive",
-        {"data": {"ref": {"$startsWith": "Refs/"}}},
-        False,
-        data={"ref": "refs/heads/main"},
-    ),
+    case("startswith", {"data": {"ref": {"$startsWith": "refs/heads/"}}}, True,
+         data={"ref": "refs/heads/main"}),
+    case("startswith-no", {"data": {"ref": {"$startsWith": "refs/heads/"}}}, False,
+         data={"ref": "refs/tags/v1"}),
+    case("startswith-case-sensitive", {"data": {"ref": {"$startsWith": "Refs/"}}}, False,
+         data={"ref": "refs/heads/main"}),
     case("startswith-number", {"data": {"n": {"$startsWith": "10"}}}, False, data={"n": 100}),
     case("endswith", {"data": {"d": {"$endsWith": ".com"}}}, True, data={"d": "a.example.com"}),
     case("endswith-no", {"data": {"d": {"$endsWith": ".com"}}}, False, data={"d": "a.org"}),
     case("endswith-null", {"data": {"d": {"$endsWith": "null"}}}, False, data={"d": None}),
-    case(
-        "startswith-and-endswith",
-        {"data": {"d": {"$startsWith": "a", "$endsWith": "z"}}},
-        True,
-        data={"d": "abcz"},
-    ),
-]
+    case("startswith-and-endswith", {"data": {"d": {"$startsWith": "a", "$endsWith": "z"}}},
+         True, data={"d": "abcz"}),
+]  # fmt: skip
 
 EVENT_ARRAYS = [
     case("array-plain-any-element", {"data": {"tags": "vip"}}, True, data={"tags": ["a", "vip"]}),
@@ -238,218 +203,100 @@ EVENT_ARRAYS = [
     case("array-gt-no-element", {"data": {"p": {"$gt": 10}}}, False, data={"p": [5, 6]}),
     case("array-gt-kind-per-element", {"data": {"p": {"$gt": 10}}}, False, data={"p": ["50"]}),
     case("array-lte-any-element", {"data": {"p": {"$lte": 5}}}, True, data={"p": [50, 5]}),
-    case(
-        "array-in-any-element", {"data": {"t": {"$in": ["b", "z"]}}}, True, data={"t": ["a", "b"]}
-    ),
+    case("array-in-any-element", {"data": {"t": {"$in": ["b", "z"]}}}, True,
+         data={"t": ["a", "b"]}),
     case("array-in-no-element", {"data": {"t": {"$in": ["z"]}}}, False, data={"t": ["a", "b"]}),
-    case(
-        "array-startswith-any",
-        {"data": {"r": {"$startsWith": "refs/heads/"}}},
-        True,
-        data={"r": ["refs/tags/x", "refs/heads/y"]},
-    ),
-    case(
-        "array-endswith-none",
-        {"data": {"r": {"$endsWith": ".com"}}},
-        False,
-        data={"r": ["a.org", 5]},
-    ),
-    case(
-        "array-neq-some-element-equals",
-        {"data": {"t": {"$neq": "a"}}},
-        False,
-        data={"t": ["a", "b"]},
-    ),
-    case(
-        "array-neq-no-element-equals", {"data": {"t": {"$neq": "a"}}}, True, data={"t": ["b", "c"]}
-    ),
+    case("array-startswith-any", {"data": {"r": {"$startsWith": "refs/heads/"}}}, True,
+         data={"r": ["refs/tags/x", "refs/heads/y"]}),
+    case("array-endswith-none", {"data": {"r": {"$endsWith": ".com"}}}, False,
+         data={"r": ["a.org", 5]}),
+    case("array-neq-some-element-equals", {"data": {"t": {"$neq": "a"}}}, False,
+         data={"t": ["a", "b"]}),
+    case("array-neq-no-element-equals", {"data": {"t": {"$neq": "a"}}}, True,
+         data={"t": ["b", "c"]}),
     case("array-neq-empty", {"data": {"t": {"$neq": "a"}}}, True, data={"t": []}),
-    case(
-        "array-nin-some-element-listed",
-        {"data": {"t": {"$nin": ["a"]}}},
-        False,
-        data={"t": ["x", "a"]},
-    ),
-    case(
-        "array-nin-no-element-listed",
-        {"data": {"t": {"$nin": ["a"]}}},
-        True,
-        data={"t": ["x", "y"]},
-    ),
-    case(
-        "array-of-objects-some-element",
-        {"data": {"lines": {"sku": "A1"}}},
-        True,
-        data={"lines": [{"sku": "B"}, {"sku": "A1"}]},
-    ),
-    case(
-        "array-of-objects-no-element",
-        {"data": {"lines": {"sku": "A1"}}},
-        False,
-        data={"lines": [{"sku": "B"}, {"sku": "C"}]},
-    ),
-    case("array-of-objects-empty", {"data": {"lines": {"sku": "A1"}}}, False, data={"lines": []}),
-    case(
-        "array-of-scalars-no-fields",
-        {"data": {"lines": {"sku": "A1"}}},
-        False,
-        data={"lines": ["A1"]},
-    ),
-    case(
-        "array-of-objects-operator",
-        {"data": {"lines": {"qty": {"$gte": 3}}}},
-        True,
-        data={"lines": [{"qty": 1}, {"qty": 3}]},
-    ),
-    case(
-        "array-of-objects-deeper",
-        {"data": {"order": {"lines": {"sku": "A1"}}}},
-        True,
-        data={"order": {"lines": [{"sku": "A1"}]}},
-    ),
-    case(
-        "array-of-objects-holding-arrays",
-        {"data": {"lines": {"tags": "x"}}},
-        True,
-        data={"lines": [{"tags": ["y"]}, {"tags": ["z", "x"]}]},
-    ),
-    case(
-        "array-of-objects-one-element-holds-all",
-        {"data": {"lines": {"sku": "A1", "qty": {"$gt": 1}}}},
-        True,
-        data={"lines": [{"sku": "B", "qty": 9}, {"sku": "A1", "qty": 2}]},
-    ),
+    case("array-nin-some-element-listed", {"data": {"t": {"$nin": ["a"]}}}, False,
+         data={"t": ["x", "a"]}),
+    case("array-nin-no-element-listed", {"data": {"t": {"$nin": ["a"]}}}, True,
+         data={"t": ["x", "y"]}),
+    case("array-of-objects-some-element", {"data": {"lines": {"sku": "A1"}}}, True,
+         data={"lines": [{"sku": "B"}, {"sku": "A1"}]}),
+    case("array-of-objects-no-element", {"data": {"lines": {"sku": "A1"}}}, False,
+         data={"lines": [{"sku": "B"}, {"sku": "C"}]}),
+    case("array-of-objects-empty", {"data": {"lines": {"sku": "A1"}}}, False,
+         data={"lines": []}),
+    case("array-of-scalars-no-fields", {"data": {"lines": {"sku": "A1"}}}, False,
+         data={"lines": ["A1"]}),
+    case("array-of-objects-operator", {"data": {"lines": {"qty": {"$gte": 3}}}}, True,
+         data={"lines": [{"qty": 1}, {"qty": 3}]}),
+    case("array-of-objects-deeper", {"data": {"order": {"lines": {"sku": "A1"}}}}, True,
+         data={"order": {"lines": [{"sku": "A1"}]}}),
+    case("array-of-objects-holding-arrays", {"data": {"lines": {"tags": "x"}}}, True,
+         data={"lines": [{"tags": ["y"]}, {"tags": ["z", "x"]}]}),
+    case("array-of-objects-one-element-holds-all",
+         {"data": {"lines": {"sku": "A1", "qty": {"$gt": 1}}}}, True,
+         data={"lines": [{"sku": "B", "qty": 9}, {"sku": "A1", "qty": 2}]}),
     # An object condition holds for an element when all its entries hold for that element:
     # "a line with sku A1 and qty > 1", not "a line with sku A1 and some line with qty > 1".
-    case(
-        "array-of-objects-entries-on-the-same-element",
-        {"data": {"lines": {"sku": "A1", "qty": {"$gt": 1}}}},
-        False,
-        data={"lines": [{"sku": "A1", "qty": 1}, {"sku": "B", "qty": 5}]},
-    ),
-]
+    case("array-of-objects-entries-on-the-same-element",
+         {"data": {"lines": {"sku": "A1", "qty": {"$gt": 1}}}}, False,
+         data={"lines": [{"sku": "A1", "qty": 1}, {"sku": "B", "qty": 5}]}),
+]  # fmt: skip
 
 FILTER_LISTS = [
-    case(
-        "list-contains-all", {"data": {"tags": ["a", "b"]}}, True, data={"tags": ["b", "x", "a"]}
-    ),
+    case("list-contains-all", {"data": {"tags": ["a", "b"]}}, True,
+         data={"tags": ["b", "x", "a"]}),
     case("list-order-free", {"data": {"tags": ["a", "b"]}}, True, data={"tags": ["b", "a"]}),
     case("list-one-item-absent", {"data": {"tags": ["a", "b"]}}, False, data={"tags": ["a"]}),
     case("list-vs-scalar", {"data": {"tags": ["a"]}}, False, data={"tags": "a"}),
     case("list-vs-object", {"data": {"tags": ["a"]}}, False, data={"tags": {"a": 1}}),
     case("list-kind-strict", {"data": {"ids": ["1"]}}, False, data={"ids": [1]}),
-    case(
-        "list-of-object-conditions",
-        {"data": {"lines": [{"sku": "A1"}, {"sku": "B"}]}},
-        True,
-        data={"lines": [{"sku": "B"}, {"sku": "C"}, {"sku": "A1"}]},
-    ),
-    case(
-        "list-of-object-conditions-one-absent",
-        {"data": {"lines": [{"sku": "A1"}, {"sku": "B"}]}},
-        False,
-        data={"lines": [{"sku": "A1"}]},
-    ),
-    case(
-        "list-of-operators",
-        {"data": {"n": [{"$gt": 100}, {"$lt": 0}]}},
-        True,
-        data={"n": [150, -5]},
-    ),
-    case(
-        "list-of-operators-one-absent",
-        {"data": {"n": [{"$gt": 100}, {"$lt": 0}]}},
-        False,
-        data={"n": [150, 5]},
-    ),
-]
+    case("list-of-object-conditions", {"data": {"lines": [{"sku": "A1"}, {"sku": "B"}]}}, True,
+         data={"lines": [{"sku": "B"}, {"sku": "C"}, {"sku": "A1"}]}),
+    case("list-of-object-conditions-one-absent",
+         {"data": {"lines": [{"sku": "A1"}, {"sku": "B"}]}}, False,
+         data={"lines": [{"sku": "A1"}]}),
+    case("list-of-operators", {"data": {"n": [{"$gt": 100}, {"$lt": 0}]}}, True,
+         data={"n": [150, -5]}),
+    case("list-of-operators-one-absent", {"data": {"n": [{"$gt": 100}, {"$lt": 0}]}}, False,
+         data={"n": [150, 5]}),
+]  # fmt: skip
 
 HEADERS = [
-    case(
-        "header-name-mixed-vs-lower",
-        {"headers": {"X-Shop-Domain": "a.com"}},
-        True,
-        headers={"x-shop-domain": "a.com"},
-    ),
-    case(
-        "header-name-mixed-vs-upper",
-        {"headers": {"X-Shop-Domain": "a.com"}},
-        True,
-        headers={"X-SHOP-DOMAIN": "a.com"},
-    ),
-    case(
-        "header-name-lower-vs-mixed",
-        {"headers": {"x-shop-domain": "a.com"}},
-        True,
-        headers={"X-Shop-Domain": "a.com"},
-    ),
-    case(
-        "header-value-case-sensitive",
-        {"headers": {"X-Shop-Domain": "a.com"}},
-        False,
-        headers={"x-shop-domain": "A.com"},
-    ),
+    case("header-name-mixed-vs-lower", {"headers": {"X-Shop-Domain": "a.com"}}, True,
+         headers={"x-shop-domain": "a.com"}),
+    case("header-name-mixed-vs-upper", {"headers": {"X-Shop-Domain": "a.com"}}, True,
+         headers={"X-SHOP-DOMAIN": "a.com"}),
+    case("header-name-lower-vs-mixed", {"headers": {"x-shop-domain": "a.com"}}, True,
+         headers={"X-Shop-Domain": "a.com"}),
+    case("header-value-case-sensitive", {"headers": {"X-Shop-Domain": "a.com"}}, False,
+         headers={"x-shop-domain": "A.com"}),
     case("header-missing", {"headers": {"X-Shop-Domain": "a.com"}}, False, headers={}),
-    case(
-        "header-not-exist",
-        {"headers": {"X-Debug": {"$exist": False}}},
-        True,
-        headers={"x-other": "1"},
-    ),
-    case(
-        "header-exist-any-case",
-        {"headers": {"X-Debug": {"$exist": True}}},
-        True,
-        headers={"X-DEBUG": "1"},
-    ),
-    case(
-        "header-startswith",
-        {"headers": {"User-Agent": {"$startsWith": "GitHub-"}}},
-        True,
-        headers={"user-agent": "GitHub-Hookshot/1"},
-    ),
-    case(
-        "header-names-in-or",
-        {"headers": {"$or": [{"X-A": "1"}, {"X-B": "2"}]}},
-        True,
-        headers={"x-b": "2"},
-    ),
-    case(
-        "header-names-in-top-or",
-        {"$or": [{"headers": {"X-A": "1"}}, {"source": "z"}]},
-        True,
-        headers={"X-a": "1"},
-    ),
-]
+    case("header-not-exist", {"headers": {"X-Debug": {"$exist": False}}}, True,
+         headers={"x-other": "1"}),
+    case("header-exist-any-case", {"headers": {"X-Debug": {"$exist": True}}}, True,
+         headers={"X-DEBUG": "1"}),
+    case("header-startswith", {"headers": {"User-Agent": {"$startsWith": "GitHub-"}}}, True,
+         headers={"user-agent": "GitHub-Hookshot/1"}),
+    case("header-names-in-or", {"headers": {"$or": [{"X-A": "1"}, {"X-B": "2"}]}}, True,
+         headers={"x-b": "2"}),
+    case("header-names-in-top-or", {"$or": [{"headers": {"X-A": "1"}}, {"source": "z"}]}, True,
+         headers={"X-a": "1"}),
+]  # fmt: skip
 
 SOURCE_AND_TYPE = [
     case("source-equal", {"source": "shopify"}, True, source="shopify"),
     case("source-differs", {"source": "shopify"}, False, source="github"),
     case("type-startswith", {"type": {"$startsWith": "orders/"}}, True, event_type="orders/paid"),
-    case(
-        "type-startswith-no",
-        {"type": {"$startsWith": "orders/"}},
-        False,
-        event_type="refunds/create",
-    ),
+    case("type-startswith-no", {"type": {"$startsWith": "orders/"}}, False,
+         event_type="refunds/create"),
     case("type-in", {"type": {"$in": ["push", "pull_request"]}}, True, event_type="push"),
-    case(
-        "all-top-keys-hold",
-        {"source": "github", "type": "push", "data": {"ref": "main"}, "headers": {"X-E": "1"}},
-        True,
-        source="github",
-        event_type="push",
-        data={"ref": "main"},
-        headers={"x-e": "1"},
-    ),
-    case(
-        "one-top-key-fails",
-        {"source": "github", "type": "push"},
-        False,
-        source="github",
-        event_type="release",
-    ),
-]
+    case("all-top-keys-hold",
+         {"source": "github", "type": "push", "data": {"ref": "main"}, "headers": {"X-E": "1"}},
+         True, source="github", event_type="push", data={"ref": "main"}, headers={"x-e": "1"}),
+    case("one-top-key-fails", {"source": "github", "type": "push"}, False,
+         source="github", event_type="release"),
+]  # fmt: skip
 
 LOGICAL = [
     case("top-or-second", {"$or": [{"source": "a"}, {"type": "b"}]}, True, event_type="b"),
@@ -632,21 +479,12 @@ LIMITS = [
     pytest.param({"data": {"x": {"$eq": list(range(MAX_NODES))}}}, "data.x.$eq", "more than",
                  id="nodes-eq-literal"),
     pytest.param(fields(MAX_DEPTH + 1, 1), "data.a1", "deeper", id="depth-fields"),
+    pytest.param(nots(MAX_DEPTH + 1), "data.x", "deeper", id="depth-not-chain"),
     pytest.param({"data": {"x": fields(MAX_DEPTH, {"$gt": 1})["data"]}}, "data.x.a1",
                  "deeper", id="depth-fields-then-operator"),
     pytest.param({"data": {"x": {"$eq": fields(MAX_DEPTH, [1])}}}, "data.x.$eq.data",
                  "deeper", id="depth-eq-literal"),
 ]  # fmt: skip
-
-
-def nots(depth):
-    value = "a"
-    for _ in range(depth):
-        value = {"$not": value}
-    return {"data": {"x": value}}
-
-
-LIMITS += [pytest.param(nots(MAX_DEPTH + 1), "data.x", "deeper", id="depth-not-chain")]
 
 
 @pytest.mark.parametrize(("document", "path_start", "word"), LIMITS)
@@ -801,25 +639,46 @@ def test_explain_of_a_top_level_not_names_what_it_excludes():
 
 LINES = [{"sku": f"S{i}", "qty": i % 7, "tags": ["x", f"t{i}"]} for i in range(10_000)]
 
+# A guard against exponential behaviour, not a benchmark: 2 s is generous.
 COSTLY = [
     pytest.param({"data": {"lines": {"sku": "nope"}}}, id="field-on-array"),
-    pytest.param({"data": {"lines": {"$or": [{"sku": f"Z{i}"} for i in range(50)]}}},
+    pytest.param({"data": {"lines": {"$or": [{"sku": f"Z{i}"} for i in range(20)]}}},
                  id="or-of-fields-on-array"),
-    pytest.param({"data": {"lines": [{"sku": f"Z{i}"} for i in range(50)]}},
+    pytest.param({"data": {"lines": [{"sku": f"Z{i}"} for i in range(20)]}},
                  id="filter-list-on-array"),
     pytest.param({"data": {"lines": {"tags": {"$in": [f"z{i}" for i in range(MAX_LIST)]}}}},
                  id="in-on-nested-arrays"),
     pytest.param({"$not": {"data": {"lines": {"qty": {"$lt": 100}}}}}, id="not-on-array"),
     pytest.param({"data": {"lines": {"$and": [{"$not": {"sku": "S5"}}, {"qty": 99}]}}},
                  id="and-not-on-array"),
+    pytest.param({"$or": [{"data": {"lines": {"sku": {"$or": [{"$or": ["Z"]}]}}}}] * 5},
+                 id="nested-or"),
 ]  # fmt: skip
+
+
+def seconds(call, *args):
+    started = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - started
 
 
 @pytest.mark.parametrize("document", COSTLY)
 def test_a_large_payload_is_evaluated_quickly(document):
     compiled = compile_filter(document)
     event = subject(data={"lines": LINES})
-    started = time.perf_counter()
-    assert compiled.matches(event) is False
-    assert compiled.explain(event) != []
-    assert time.perf_counter() - started < 2
+    matched, took = seconds(compiled.matches, event)
+    assert matched is False
+    assert took < 2
+    reasons, took = seconds(compiled.explain, event)
+    assert reasons != []
+    assert took < 2
+
+
+def test_a_filter_at_the_limits_is_evaluated_quickly():
+    # Within every limit: MAX_NODES - 10 alternatives, each tried on each element of each
+    # line's tags.
+    document = {"data": {"lines": {"tags": {"$or": [f"z{i}" for i in range(MAX_NODES - 10)]}}}}
+    compiled = compile_filter(document)
+    matched, took = seconds(compiled.matches, subject(data={"lines": LINES}))
+    assert matched is False
+    assert took < 2
