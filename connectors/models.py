@@ -28,6 +28,16 @@ class RouteQuerySet(WatchedQuerySet):
     def enabled(self):
         return self.filter(enabled=True)
 
+    def rename_source(self, old: str, new: str) -> int:
+        """Routes listening to source `old` listen to `new` instead; how many changed."""
+        changed = 0
+        for route in self.all():
+            if old in route.sources:
+                route.sources = [new if name == old else name for name in route.sources]
+                route.save(update_fields=["sources", "updated_at"])
+                changed += 1
+        return changed
+
     def matching(self, source: str, event_type: str, subject: dict) -> list["Route"]:
         """Enabled routes that take this event, in a stable order."""
         return [r for r in self.enabled().order_by("pk") if r.takes(source, event_type, subject)]

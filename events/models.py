@@ -5,9 +5,10 @@ import uuid
 from datetime import timedelta
 
 from django import forms
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
+from connectors.models import Route
 from guardrails.config import WatchedQuerySet
 from lib import filters
 
@@ -118,6 +119,22 @@ class Source(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        """Save; a renamed source takes the routes that listen to it along (their
+        `sources` name it), in the same transaction."""
+        old = None
+        if self.pk is not None and not kwargs.get("force_insert"):
+            old = (
+                Source.objects.filter(pk=self.pk)
+                .exclude(name=self.name)
+                .values_list("name", flat=True)
+                .first()
+            )
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if old is not None:
+                Route.objects.rename_source(old, self.name)
 
     def clean(self):
         # Inside: the rules module reads these models, so it cannot be imported above.

@@ -464,3 +464,16 @@ def test_route_test_command_explains_a_stored_event_or_a_pasted_one(client):
 def test_route_test_command_refuses_bad_arguments_clearly(args, message):
     with pytest.raises(CommandError, match=message):
         run("route", "test", *args)
+
+
+def test_renaming_a_source_takes_the_routes_that_listen_to_it_along(client, admin_client):
+    shop = api_source("shop")
+    add_route("shop-only", sources=["shop", "crm"])
+    page = admin_client.get(f"/admin/events/source/{shop.pk}/change/")
+    assert page.status_code == 200
+
+    shop.name = "shop-eu"
+    shop.save()
+
+    assert Route.objects.get(name="shop-only").sources == ["shop-eu", "crm"]
+    assert routes_run(deliver(client, shop, "s1")) == {"shop-only"}
