@@ -156,7 +156,10 @@ class Route(models.Model):
             return RouteCheck(
                 False, "source", [f"{source!r} is not among its sources: {listened}"]
             )
-        compiled = filters.compile_filter(self.filter)
+        try:
+            compiled = filters.compile_filter(self.filter)
+        except filters.FilterError as exc:  # changed behind the models' back: takes nothing
+            return RouteCheck(False, "filter", [f"its stored filter cannot be read: {exc}"])
         reasons = compiled.explain(subject) if compiled is not None else []
         return RouteCheck(not reasons, "filter" if reasons else "", reasons)
 
@@ -193,6 +196,10 @@ class Route(models.Model):
     def check_shape(self) -> None:
         """Raise InvalidRoute if its sources or filter cannot be used. Run on every save
         (fixtures loaded with loaddata too), so no route the runtime cannot read is stored."""
+        if self.sources is None:  # JSON null: the column's "none" is the empty list
+            self.sources = []
+        if self.filter is None:
+            self.filter = {}
         if not isinstance(self.sources, list) or not all(
             isinstance(name, str) and name for name in self.sources
         ):

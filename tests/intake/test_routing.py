@@ -477,3 +477,25 @@ def test_renaming_a_source_takes_the_routes_that_listen_to_it_along(client, admi
 
     assert Route.objects.get(name="shop-only").sources == ["shop-eu", "crm"]
     assert routes_run(deliver(client, shop, "s1")) == {"shop-only"}
+
+
+def test_the_tester_and_the_events_page_survive_a_route_broken_behind_their_back(
+    client, admin_client
+):
+    stripe = api_source("stripe")
+    add_route("big-charges", filter=BIG)
+    event = deliver(client, stripe, "ch_1", data={"amount": 20000})
+    Route.objects.filter(name="big-charges").update(filter={"data": {"$gtt": 1}})
+
+    page = admin_client.get(f"/admin/events/event/{event.pk}/change/")
+    text = run("route", "test", "--event", "stripe/ch_1")
+
+    assert page.status_code == 200
+    assert "its stored filter cannot be read: data.$gtt: unknown operator" in page.content.decode()
+    assert "its stored filter cannot be read" in text
+
+
+def test_a_route_saved_with_null_sources_and_filter_listens_to_everything(client):
+    route = add_route("all", sources=None, filter=None)
+    assert (route.sources, route.filter) == ([], {})
+    assert routes_run(deliver(client, api_source("shop"), "e1")) == {"all"}
