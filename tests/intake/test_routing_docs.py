@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from connectors.models import Route
+from events.intake import routing
 from lib import filters
 from tests.support.live import ROOT
 
@@ -48,3 +50,35 @@ def test_each_example_in_the_docs_does_what_it_says(document, matching, refused)
         assert compiled.matches(subject), compiled.explain(subject)
     for event in refused:
         assert compiled.explain(as_subject(event))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("document", "matching", "refused"), list(examples()))
+def test_each_example_can_be_saved_from_the_admin_and_the_tester_agrees(
+    admin_client, document, matching, refused
+):
+    form = {
+        "name": "example",
+        "event_type": "*",
+        "filter": json.dumps(document),
+        "connector": "log",
+        "action": "record",
+        "params": '{"message": "routed"}',
+        "enabled": "on",
+        "max_attempts": 8,
+        "max_in_flight": 16,
+        "backoff_base_seconds": 2,
+        "backoff_cap_seconds": 600,
+    }
+    page = admin_client.post("/admin/connectors/route/add/", form)
+    assert page.status_code == 302, page.content.decode()[:3000]
+    assert Route.objects.get().filter == document
+
+    for event, expected in [*((e, True) for e in matching), *((e, False) for e in refused)]:
+        (verdict,) = routing.explain(
+            source=event["source"],
+            event_type=event["type"],
+            payload=event["data"],
+            headers=event["headers"],
+        )
+        assert verdict.matched is expected, verdict.check.reasons
