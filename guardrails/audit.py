@@ -1,4 +1,15 @@
+import getpass
+
 from guardrails.models import OperatorAction, Via
+
+
+def cli_actor() -> str:
+    """Who runs a command, for the audit log: `cli:<OS user>` (`cli` where the OS cannot
+    say, as in some containers). A command's --actor overrides it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
 
 
 def actor_name(actor) -> str:

@@ -55,6 +55,11 @@ class BigTableAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return NoCountChangeList
 
+    def has_delete_permission(self, request, obj=None):
+        # Nobody deletes history here, superusers included: a delete would bypass the audit
+        # log and orphan what refers to it. `manage.py prune` is the way (docs/retention.md).
+        return False
+
     def exact_search(self, term: str):
         """A Q for the rows matching `term` exactly."""
         raise NotImplementedError

@@ -423,6 +423,3 @@ class AttemptAdmin(BigTableAdmin):
     @admin.display(description="response summary")
     def response_pretty(self, obj):
         return pretty_json(obj.response_summary)
-
-    def has_delete_permission(self, request, obj=None):
-        return False

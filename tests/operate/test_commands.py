@@ -1,5 +1,6 @@
 """manage.py status, killswitch and replay, and the admin's execution actions."""
 
+import getpass
 import json
 from io import StringIO
 
@@ -37,7 +38,7 @@ def test_killswitch_on_and_off_from_the_cli_is_audited():
     run("killswitch", "off", "--reason", "done")
     assert RuntimeState.current().mode == "running"
     assert list(OperatorAction.objects.values_list("via", "action", "actor")) == [
-        ("cli", "kill_switch.release", "cli"),
+        ("cli", "kill_switch.release", f"cli:{getpass.getuser()}"),
         ("cli", "kill_switch.engage", "ana"),
     ]
 

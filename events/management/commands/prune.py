@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from events.operate import retention
+from guardrails import audit
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -59,7 +60,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count, change nothing.")
         parser.add_argument("--reason", default="", help="Why; kept in the audit log.")
         parser.add_argument(
-            "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
+            "--actor",
+            default=audit.cli_actor(),
+            help="Who, for the audit log (default: %(default)r, the OS user).",
         )
 
     def handle(self, *args, older_than, keep_ids_for, batch_size, dry_run, reason, actor, **opts):

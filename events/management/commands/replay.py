@@ -6,6 +6,7 @@ from django.utils.dateparse import parse_datetime
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 from events.operate import operations, retention
+from guardrails import audit
 
 
 def when(value: str) -> datetime.datetime:
@@ -99,7 +100,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--reason", default="", help="Why; kept in the audit log.")
         parser.add_argument(
-            "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
+            "--actor",
+            default=audit.cli_actor(),
+            help="Who, for the audit log (default: %(default)r, the OS user).",
         )
 
     def handle(

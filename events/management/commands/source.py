@@ -6,6 +6,7 @@ from django.db import transaction
 
 from events.models import AuthScheme, IdFrom, Source, TypeFrom
 from events.sources import credentials
+from guardrails import audit
 from guardrails.models import Via
 
 
@@ -80,7 +81,11 @@ class Command(BaseCommand):
 
     @staticmethod
     def _actor_argument(parser):
-        parser.add_argument("--actor", default="cli", help="Who, for the audit log.")
+        parser.add_argument(
+            "--actor",
+            default=audit.cli_actor(),
+            help="Who, for the audit log (default: %(default)r, the OS user).",
+        )
 
     def handle(self, *args, action, **options):
         try:

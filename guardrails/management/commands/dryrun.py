@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from guardrails import audit
 from guardrails.killswitch import ReasonRequired, set_dry_run
 from guardrails.models import Via
 
@@ -10,7 +11,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("state", choices=["on", "off"])
         parser.add_argument("--reason", default="", help="Why (required).")
-        parser.add_argument("--actor", default="cli", help="Who (default: %(default)r).")
+        parser.add_argument(
+            "--actor",
+            default=audit.cli_actor(),
+            help="Who, for the audit log (default: %(default)r, the OS user).",
+        )
 
     def handle(self, *args, state, reason, actor, **options):
         try:

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from guardrails import audit
 from guardrails.killswitch import (
     ReasonRequired,
     UnknownName,
@@ -30,7 +31,9 @@ class Command(BaseCommand):
             "has that name (yet). Without it a name that is not known is refused (exit 2).",
         )
         parser.add_argument(
-            "--actor", default="cli", help="Who, for the audit log (default: %(default)r)."
+            "--actor",
+            default=audit.cli_actor(),
+            help="Who, for the audit log (default: %(default)r, the OS user).",
         )
 
     def handle(
