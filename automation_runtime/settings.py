@@ -11,10 +11,18 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 from automation_runtime.env import envbool, envint, envlist
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A .env file (git-ignored; `make run` writes one for the demo) fills in what the
+# environment leaves unset, so commands run beside the demo use its key and mode. ENV_FILE
+# names another file (relative to the project root), or "" for none.
+ENV_FILE = os.environ.get("ENV_FILE", ".env")
+if ENV_FILE:
+    load_dotenv(BASE_DIR / ENV_FILE, override=False)
 
 DEBUG = envbool("DEBUG", False)
 

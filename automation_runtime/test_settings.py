@@ -6,6 +6,9 @@ SECRET_KEY so the suite runs with DEBUG off, as production does.
 
 import os
 
+# A checkout's .env (the demo's) must not leak into the tests, nor into the processes
+# they start (they inherit this environment).
+os.environ.setdefault("ENV_FILE", "")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault(
     "CONNECTORS",

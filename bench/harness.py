@@ -95,6 +95,7 @@ class Runtime:
             "PORT": str(self.port),
             "BIND": f"{HOST}:{self.port}",
             "PYTHONUNBUFFERED": "1",
+            "ENV_FILE": "",  # a checkout's .env (the demo's) stays out of the benchmark
             **(env or {}),
         }
         if kind == "postgres":
