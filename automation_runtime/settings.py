@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API docs' Swagger UI files, served here, no CDN
     "guardrails",
     "connectors",
     "events",
@@ -189,6 +190,8 @@ SPECTACULAR_SETTINGS = {
         "message is for people."
     ),
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Public: the schema names no secret, and a bad credential must not hide it.
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,

@@ -15,6 +15,7 @@ from events.observe import views as status_views
 from guardrails import views as guardrail_views
 
 urlpatterns = [
+    path("", views.home, name="home"),
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("metrics", event_metrics.metrics, name="metrics"),
@@ -43,6 +44,8 @@ urlpatterns = [
         ),
         name="openapi-schema",
     ),
+    # The same schema to read and try, with Swagger UI's files served from here.
+    path("api/docs/", views.ApiDocsView.as_view(url_name="openapi-schema"), name="api-docs"),
 ]
 
 handler400 = "automation_runtime.views.bad_request"

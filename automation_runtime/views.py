@@ -2,15 +2,17 @@ import logging
 
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
+from django.shortcuts import render
 from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from events.observe.stats import workers_summary
 from lib import openapi
-from lib.errors import error_response
+from lib.errors import error_response, read_only
 from lib.negotiation import AlwaysJson
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,21 @@ def health(request):
 def _pending_migrations() -> int:
     executor = MigrationExecutor(connection)
     return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+class ApiDocsView(SpectacularSwaggerView):
+    """GET /api/docs/: Swagger UI over /api/schema/, its files served by this app."""
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # Its page renderer would answer a 405 in HTML; every endpoint speaks JSON errors.
+        message = f'Method "{request.method}" not allowed.'
+        return error_response(405, "method_not_allowed", message, Allow="GET, HEAD")
+
+
+@read_only
+def home(request):
+    """GET /: a page for people (the admin's "View site" lands here): where to go next."""
+    return render(request, "home.html")
 
 
 @extend_schema(

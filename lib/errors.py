@@ -3,10 +3,12 @@
 Codes are stable identifiers clients may branch on; messages are for people and may change.
 """
 
+import functools
 import logging
 
 from django.db import DatabaseError
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_default_handler
 
@@ -34,6 +36,26 @@ _DRF_CODES = {
     exceptions.Throttled: "rate_limited",
     exceptions.NotFound: "not_found",
 }
+
+
+def read_only(view):
+    """A plain Django view that answers only GET and HEAD: any other method is a JSON 405.
+
+    It changes nothing whatever the method, so CSRF protects nothing: exempt, or the
+    middleware would answer a POST with its HTML 403 page before the view's JSON 405."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.method not in ("GET", "HEAD"):
+            return error_response(
+                405,
+                "method_not_allowed",
+                f'Method "{request.method}" not allowed.',
+                Allow="GET, HEAD",
+            )
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(wrapped)
 
 
 def drf_exception_handler(exc, context):

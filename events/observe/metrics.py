@@ -45,7 +45,6 @@ from django.db import DatabaseError
 from django.db.models import Count, Q, Sum
 from django.http import HttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import (
@@ -69,7 +68,7 @@ from events.observe import stats
 from guardrails import permissions
 from guardrails.auth import OperatorTokenAuthentication
 from guardrails.models import KillSwitch, Mode, RuntimeState
-from lib.errors import error_response
+from lib.errors import error_response, read_only
 
 logger = logging.getLogger(__name__)
 
@@ -382,17 +381,11 @@ def _refusal(request):
     return None
 
 
-# It changes nothing whatever the method, so CSRF protects nothing here; without this the
-# middleware answered a POST with its HTML 403 page before the view's JSON 405.
-@csrf_exempt
+@read_only
 def metrics(request):
     """GET /metrics: the Prometheus text format (version 0.0.4), for loopback, the
     METRICS_TOKEN bearer, and operators or viewers; 503 when the database is down. Any
     other method is a JSON 405."""
-    if request.method not in ("GET", "HEAD"):
-        return error_response(
-            405, "method_not_allowed", f'Method "{request.method}" not allowed.', Allow="GET, HEAD"
-        )
     try:
         refused = _refusal(request)
         if refused is not None:

@@ -311,7 +311,7 @@ def test_identity_is_still_accepted(client, source, route, encoding):
 
 # -- 15b: methods the read-only endpoints do not answer --------------------------------------
 
-READ_ONLY = ["/health", "/ready", "/metrics", "/admin/status", "/api/schema/"]
+READ_ONLY = ["/", "/health", "/ready", "/metrics", "/admin/status", "/api/schema/", "/api/docs/"]
 POST_ONLY = ["/webhook", "/webhook/", "/webhook/<slug:source>", "/admin/kill_switch"]
 
 
