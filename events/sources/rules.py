@@ -92,7 +92,7 @@ def rules(source: Source) -> tuple[tuple, tuple]:
 def describe_rules(rule_list) -> str:
     words = {
         "header": "header {}",
-        "body": "body {}",
+        "body": "body field `{}`",
         "body_sha256": "SHA-256 of the body",
         "fixed": "always {!r}",
     }

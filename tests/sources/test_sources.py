@@ -295,7 +295,7 @@ def test_an_id_from_a_body_path_and_a_fixed_type(client, route):
     missing = send(client, "alerts", b'{"alert": {}}', {"X-API-Key": key})
     assert missing.status_code == 400
     assert missing.json()["error"]["code"] == "missing_event_id"
-    assert "body alert.id" in missing.json()["error"]["message"]
+    assert "body field `alert.id`" in missing.json()["error"]["message"]
 
 
 def test_an_id_from_a_header_and_a_type_from_a_header(client, route):
