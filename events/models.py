@@ -704,6 +704,7 @@ class BulkOperation(models.Model):
     actor = models.CharField(max_length=150)
     via = models.CharField(max_length=16, default="admin")
     selection = models.TextField(blank=True, help_text="What the operator selected (filters).")
+    reason = models.TextField(blank=True, help_text="Why, as the operator gave it: audited.")
     execution_ids = models.JSONField(default=list, help_text="The executions it applies to.")
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)

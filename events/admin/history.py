@@ -6,12 +6,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from events.admin import acts
 from events.admin.base import BigTableAdmin, ExecutionTypeFilter, TypeFilter
 from events.intake import routing
 from events.models import (
@@ -20,7 +21,6 @@ from events.models import (
     BulkOperation,
     Event,
     Execution,
-    ExecutionStatus,
 )
 from events.operate import bulk, operations
 from lib.admin import pretty_json
@@ -315,8 +315,9 @@ class ExecutionAdmin(BigTableAdmin):
             return f"all matching {filters}" if filters else "all executions"
         return f"{len(request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))} selected"
 
-    def _apply(self, request, queryset, action, done: str, *, force=False):
+    def _apply(self, request, queryset, action, *, force=False, reason=""):
         """Run inline or hand to a worker (bulk.apply decides); report either way."""
+        verb, _, done = acts.VERBS[action]
         try:
             result = bulk.apply(
                 queryset,
@@ -325,6 +326,7 @@ class ExecutionAdmin(BigTableAdmin):
                 via="admin",
                 force=force,
                 selection=self._selection(request),
+                reason=reason,
             )
         except bulk.TooMany as exc:
             self.message_user(request, f"Nothing done: {exc}.", messages.ERROR)
@@ -339,40 +341,107 @@ class ExecutionAdmin(BigTableAdmin):
             return HttpResponseRedirect(
                 reverse("admin:events_bulkoperation_change", args=[result.pk])
             )
-        self.message_user(request, f"{result} execution(s) {done}.", messages.SUCCESS)
+        self.message_user(request, f"{verb}: {result} execution(s) {done}. Reason: {reason}")
         return None
 
-    @admin.action(description="Release held executions", permissions=["operate"])
+    def _ask_then_apply(self, request, queryset, action, *, selection=None, admin_action=""):
+        """The confirmation page (what it will do, the reason), then the act."""
+        plan = bulk.plan(queryset, action)
+        bound = request.POST if request.POST.get("confirm") == "yes" else None
+        form = acts.ReasonForm(bound, needs_again=plan.succeeded > 0)
+        if form.is_bound and form.is_valid():
+            return self._apply(
+                request,
+                queryset,
+                action,
+                force=form.cleaned_data.get("again", False),
+                reason=form.cleaned_data["reason"],
+            )
+        verb = acts.VERBS[action][0]
+        return acts.confirm_page(
+            self,
+            request,
+            title=f"{verb} {plan.eligible:,} execution(s)",
+            lines=acts.plan_lines(plan),
+            form=form,
+            selection=selection,
+            action=admin_action,
+        )
+
+    def _list_selection(self, request) -> dict:
+        return {
+            "ids": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "across": request.POST.get("select_across") in ("1", "True", "true", "on"),
+        }
+
+    @admin.action(description="Release held executions…", permissions=["operate"])
     def release_held(self, request, queryset):
-        return self._apply(request, queryset, BulkAction.RELEASE, "released")
+        return self._ask_then_apply(
+            request,
+            queryset,
+            BulkAction.RELEASE,
+            selection=self._list_selection(request),
+            admin_action="release_held",
+        )
 
-    @admin.action(description="Replay (same idempotency key)", permissions=["operate"])
+    @admin.action(description="Replay (same idempotency key)…", permissions=["operate"])
     def replay(self, request, queryset):
-        confirmed = request.POST.get("confirm") == "yes"
-        if not confirmed:
-            cap = bulk.BULK_MAX + 1
-            succeeded = queryset.filter(status=ExecutionStatus.SUCCEEDED)[:cap].count()
-            if succeeded:
-                # A succeeded execution ran its side effect already: ask before doing it again.
-                return TemplateResponse(
-                    request,
-                    "admin/events/execution/confirm_replay.html",
-                    {
-                        **self.admin_site.each_context(request),
-                        "title": "Replay succeeded executions?",
-                        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-                        "select_across": request.POST.get("select_across") == "1",
-                        "succeeded": succeeded,
-                        "total": queryset[:cap].count(),
-                        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-                        "opts": self.model._meta,
-                    },
-                )
-        return self._apply(request, queryset, BulkAction.REPLAY, "queued again", force=confirmed)
+        return self._ask_then_apply(
+            request,
+            queryset,
+            BulkAction.REPLAY,
+            selection=self._list_selection(request),
+            admin_action="replay",
+        )
 
-    @admin.action(description="Cancel (queued, retrying or held)", permissions=["operate"])
+    @admin.action(description="Cancel (queued, retrying or held)…", permissions=["operate"])
     def cancel(self, request, queryset):
-        return self._apply(request, queryset, BulkAction.CANCEL, "cancelled")
+        return self._ask_then_apply(
+            request,
+            queryset,
+            BulkAction.CANCEL,
+            selection=self._list_selection(request),
+            admin_action="cancel",
+        )
+
+    # -- the same acts on one execution's page ----------------------------------------
+
+    def get_urls(self):
+        own = [
+            path(
+                f"<path:object_id>/{act}/",
+                self.admin_site.admin_view(self.act_view),
+                {"act": act},
+                name=f"events_execution_{act}",
+            )
+            for act in acts.VERBS
+        ]
+        return [*own, *super().get_urls()]
+
+    def act_view(self, request, object_id, act):
+        execution = self.get_object(request, object_id)
+        if execution is None or act not in acts.VERBS:
+            raise Http404
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        page = reverse("admin:events_execution_change", args=[execution.pk])
+        answer = self._ask_then_apply(request, Execution.objects.filter(pk=execution.pk), act)
+        return answer if answer is not None else HttpResponseRedirect(page)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        execution = self.get_object(request, object_id)
+        offered = []
+        if execution is not None and self.has_operate_permission(request):
+            offered = [
+                {
+                    "slug": act,
+                    "label": acts.VERBS[act][0],
+                    "url": reverse(f"admin:events_execution_{act}", args=[execution.pk]),
+                }
+                for act in acts.one_row_acts(execution.status)
+            ]
+        extra = {**(extra_context or {}), "acts": offered}
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
 
 @admin.register(Attempt)

@@ -8,6 +8,8 @@ same rules, recording its progress after each batch and one audit entry at the e
 """
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 
 from django.db.models import F
 from django.db.models.functions import Coalesce
@@ -66,8 +68,40 @@ def eligible_ids(queryset, action: str, *, force: bool = False, limit: int | Non
     return list(ids[:limit] if limit is not None else ids)
 
 
-def apply(queryset, action: str, *, actor, via="admin", force: bool = False, selection=""):
-    """Apply an action to the executions in `queryset`.
+@dataclass(frozen=True)
+class Plan:
+    """What an action would do to a selection, to show before it is applied."""
+
+    action: str
+    by_status: dict  # status -> executions selected (up to BULK_MAX + 1 looked at)
+    eligible: int  # how many it would change, succeeded ones included for a replay
+    succeeded: int  # of those, how many already succeeded (a replay asks first)
+    more: bool  # the selection holds more than were looked at
+
+    @property
+    def selected(self) -> int:
+        return sum(self.by_status.values())
+
+
+def plan(queryset, action: str) -> Plan:
+    """How many of the selected executions the action would change, by status."""
+    statuses = list(queryset.order_by().values_list("status", flat=True)[: BULK_MAX + 1])
+    by_status = dict(Counter(statuses).most_common())
+    eligible = eligible_statuses(action, force=True)
+    succeeded = by_status.get(ExecutionStatus.SUCCEEDED, 0) if action == BulkAction.REPLAY else 0
+    return Plan(
+        action=action,
+        by_status=by_status,
+        eligible=sum(n for status, n in by_status.items() if status in eligible),
+        succeeded=succeeded,
+        more=len(statuses) > BULK_MAX,
+    )
+
+
+def apply(
+    queryset, action: str, *, actor, via="admin", force: bool = False, selection="", reason=""
+):
+    """Apply an action to the executions in `queryset`, audited with `reason`.
 
     Returns how many changed when it ran inline, or the BulkOperation a worker will run
     when more than ADMIN_BULK_THRESHOLD are eligible. Raises TooMany above BULK_MAX.
@@ -76,16 +110,20 @@ def apply(queryset, action: str, *, actor, via="admin", force: bool = False, sel
     if len(ids) > BULK_MAX:
         raise TooMany(f"more than {BULK_MAX:,} executions; narrow the selection")
     if len(ids) > ADMIN_BULK_THRESHOLD:
-        return start(action, ids, actor=actor, via=via, force=force, selection=selection)
+        return start(
+            action, ids, actor=actor, via=via, force=force, selection=selection, reason=reason
+        )
     chosen = Execution.objects.filter(pk__in=ids)
     if action == BulkAction.REPLAY:
-        return operations.replay(chosen, actor=actor, via=via, force=force)
+        return operations.replay(chosen, actor=actor, via=via, force=force, reason=reason)
     if action == BulkAction.CANCEL:
-        return operations.cancel(chosen, actor=actor, via=via)
-    return operations.release_held(chosen, actor=actor, via=via)
+        return operations.cancel(chosen, actor=actor, via=via, reason=reason)
+    return operations.release_held(chosen, actor=actor, via=via, reason=reason)
 
 
-def start(action: str, ids, *, actor, via="admin", force=False, selection="") -> BulkOperation:
+def start(
+    action: str, ids, *, actor, via="admin", force=False, selection="", reason=""
+) -> BulkOperation:
     """Record a bulk operation; a worker claims it once the transaction commits."""
     eligible_statuses(action)  # refuses an unknown action before anything is stored
     ids = sorted(set(ids))
@@ -95,6 +133,7 @@ def start(action: str, ids, *, actor, via="admin", force=False, selection="") ->
         actor=audit.actor_name(actor),
         via=str(via),
         selection=selection[:2000],
+        reason=reason,
         execution_ids=ids,
         total=len(ids),
     )
@@ -193,6 +232,7 @@ def run(operation_id: int) -> str:
             via=operation.via,
             action=AUDIT_ACTIONS[operation.action],
             target=f"bulk operation {operation.pk}: {operation.selection}"[:255],
+            reason=operation.reason,
             count=operation.affected,
             total=operation.total,
             processed=operation.processed,

@@ -254,8 +254,12 @@ def low_threshold(monkeypatch):
     monkeypatch.setattr(bulk, "BATCH", 2)
 
 
-def act(client, action, *, ids=(), across=False, url=EXECUTIONS, **extra):
-    data = {"action": action, "index": 0, "_selected_action": [str(i) for i in ids], **extra}
+def act(client, action, *, ids=(), across=False, url=EXECUTIONS, asked=True, **extra):
+    """Run a list action; `asked`: answer its confirmation page (a reason) at once."""
+    data = {"action": action, "index": 0, "_selected_action": [str(i) for i in ids]}
+    if asked:
+        data.update(confirm="yes", reason="scale test")
+    data.update(extra)
     if across:
         data["select_across"] = "1"
     return client.post(url, data)
@@ -378,13 +382,19 @@ def test_replaying_succeeded_executions_asks_first_inline_and_in_bulk(
     ask = act(admin_client, "replay", ids=ids[:1] if across else ids, across=across)
 
     assert ask.status_code == 200
-    assert b"Replay succeeded executions?" in ask.content
+    assert f"{count} already succeeded: replaying runs their action again.".encode() in ask.content
     assert set(Execution.objects.values_list("status", flat=True)) == {"succeeded"}
     assert not BulkOperation.objects.exists()
     if across:
         assert b'name="select_across" value="1"' in ask.content
 
-    data = {"action": "replay", "confirm": "yes", "_selected_action": ids[:1] if across else ids}
+    data = {
+        "action": "replay",
+        "confirm": "yes",
+        "reason": "resend",
+        "again": "on",
+        "_selected_action": ids[:1] if across else ids,
+    }
     if across:
         data["select_across"] = "1"
     admin_client.post(EXECUTIONS, data)

@@ -98,6 +98,8 @@ def log_in(browser, rt: LiveRuntime):
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
     browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]').click()
+    # Wait for the index: a navigation before it lands would cancel the login's POST.
+    browser.find_element(By.ID, "runtime-mode")
 
 
 def one(rt: LiveRuntime, sql: str):
@@ -117,14 +119,25 @@ def save(browser):
     WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
 
 
-def run_action(browser, pk: int, action: str):
-    """Tick one row of an admin changelist and run an action on it."""
+def run_action(browser, pk: int, action: str, reason: str = "browser test"):
+    """Tick one row of an admin changelist, run an action on it, and answer its
+    confirmation page with a reason."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     browser.find_element(By.CSS_SELECTOR, f'input.action-select[value="{pk}"]').click()
     Select(browser.find_element(By.NAME, "action")).select_by_value(action)
     browser.find_element(By.CSS_SELECTOR, 'button[name="index"]').click()
+    confirm(browser, reason)
+
+
+def confirm(browser, reason: str):
+    """Answer an act's confirmation page: what it will do, a reason, then go."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "confirm-act")
+    browser.find_element(By.ID, "id_reason").send_keys(reason)
+    browser.find_element(By.ID, "confirm-act-submit").click()
 
 
 def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):

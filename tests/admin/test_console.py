@@ -2,12 +2,14 @@
 command line names who acted."""
 
 import getpass
+import re
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 
 from events.engine import runner as engine
+from events.models import Execution, ExecutionStatus
 from guardrails.models import OperatorAction
 
 pytestmark = pytest.mark.django_db
@@ -51,3 +53,69 @@ def test_the_command_line_names_the_os_user_in_the_audit_log():
 
     actors = list(OperatorAction.objects.order_by("pk").values_list("actor", flat=True))
     assert actors == [f"cli:{getpass.getuser()}", "alice"]
+
+
+def acts_offered(client, execution) -> set[str]:
+    page = client.get(f"/admin/events/execution/{execution.pk}/change/").content.decode()
+    return set(re.findall(r'id="act-(\w+)"', page))
+
+
+def test_an_executions_page_offers_the_acts_its_status_allows(admin_client, make_execution):
+    failed = make_execution(["permanent"])
+    engine.run(failed.pk)
+    held = make_execution()
+    Execution.objects.filter(pk=held.pk).update(status=ExecutionStatus.HELD)
+
+    assert acts_offered(admin_client, failed) == {"replay"}
+    assert acts_offered(admin_client, held) == {"replay", "cancel", "release"}
+
+
+def test_viewers_are_offered_no_acts_and_cannot_post_one(client, viewer, make_execution):
+    failed = make_execution(["permanent"])
+    engine.run(failed.pk)
+    client.force_login(viewer)
+
+    assert acts_offered(client, failed) == set()
+    answer = {"confirm": "yes", "reason": "x"}
+    assert client.post(f"/admin/events/execution/{failed.pk}/replay/", answer).status_code == 403
+    failed.refresh_from_db()
+    assert failed.status == ExecutionStatus.FAILED
+
+
+def test_replay_from_an_executions_page_asks_a_reason_and_audits_it(admin_client, make_execution):
+    failed = make_execution(["permanent"])
+    engine.run(failed.pk)
+    url = f"/admin/events/execution/{failed.pk}/replay/"
+
+    ask = admin_client.get(url).content.decode()
+    assert "Selected: 1 execution(s): 1 failed." in ask
+    assert "Replay would run again with the same idempotency key 1 of them" in ask
+
+    refused = admin_client.post(url, {"confirm": "yes", "reason": "  "})
+    assert refused.status_code == 200 and "This field is required." in refused.content.decode()
+    failed.refresh_from_db()
+    assert failed.status == ExecutionStatus.FAILED
+
+    done = admin_client.post(url, {"confirm": "yes", "reason": "the API is back"}, follow=True)
+    failed.refresh_from_db()
+    assert failed.status == ExecutionStatus.QUEUED
+    assert done.redirect_chain[-1][0] == f"/admin/events/execution/{failed.pk}/change/"
+    assert "Replay: 1 execution(s) queued again. Reason: the API is back" in done.content.decode()
+    entry = OperatorAction.objects.get(action="executions.replay")
+    assert (entry.actor, entry.via, entry.reason) == ("admin", "admin", "the API is back")
+
+
+def test_replaying_a_succeeded_execution_from_its_page_asks_again(admin_client, make_execution):
+    done = make_execution()
+    engine.run(done.pk)
+    url = f"/admin/events/execution/{done.pk}/replay/"
+
+    ask = admin_client.get(url).content.decode()
+    assert "1 already succeeded: replaying runs their action again." in ask
+    admin_client.post(url, {"confirm": "yes", "reason": "resend"})
+    done.refresh_from_db()
+    assert done.status == ExecutionStatus.SUCCEEDED
+
+    admin_client.post(url, {"confirm": "yes", "reason": "resend", "again": "on"})
+    done.refresh_from_db()
+    assert done.status == ExecutionStatus.QUEUED

@@ -100,22 +100,31 @@ def test_the_admin_releases_and_cancels_executions(client, make_execution, opera
     held, queued = make_execution(), make_execution()
     Execution.objects.filter(pk=held.pk).update(status=ExecutionStatus.HELD)
 
-    client.post(
+    asked = client.post(
         "/admin/events/execution/",
         {"action": "release_held", "_selected_action": [held.pk]},
     )
+    assert b"Release would queue again now 1 of them" in asked.content
+    assert OperatorAction.objects.count() == 0  # it asks for a reason first
     client.post(
         "/admin/events/execution/",
-        {"action": "cancel", "_selected_action": [queued.pk]},
+        {"action": "release_held", "_selected_action": [held.pk], "confirm": "yes", "reason": ""},
     )
+    held.refresh_from_db()
+    assert held.status == ExecutionStatus.HELD  # no reason, nothing done
+    for action, row, reason in (("release_held", held, "fixed"), ("cancel", queued, "dupe")):
+        client.post(
+            "/admin/events/execution/",
+            {"action": action, "_selected_action": [row.pk], "confirm": "yes", "reason": reason},
+        )
 
     held.refresh_from_db()
     queued.refresh_from_db()
     assert held.status == ExecutionStatus.QUEUED
     assert queued.status == ExecutionStatus.CANCELLED
-    assert set(OperatorAction.objects.values_list("action", "via")) == {
-        ("executions.release", "admin"),
-        ("executions.cancel", "admin"),
+    assert set(OperatorAction.objects.values_list("action", "via", "reason")) == {
+        ("executions.release", "admin", "fixed"),
+        ("executions.cancel", "admin", "dupe"),
     }
 
 
@@ -134,10 +143,11 @@ def test_the_admin_asks_before_replaying_a_succeeded_execution(client, make_exec
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.SUCCEEDED
 
-    client.post(
-        "/admin/events/execution/",
-        {"action": "replay", "_selected_action": [ex.pk], "confirm": "yes"},
-    )
+    answer = {"action": "replay", "_selected_action": [ex.pk], "confirm": "yes", "reason": "r"}
+    client.post("/admin/events/execution/", answer)
+    ex.refresh_from_db()
+    assert ex.status == ExecutionStatus.SUCCEEDED  # the reason alone is not enough
+    client.post("/admin/events/execution/", {**answer, "again": "on"})
     ex.refresh_from_db()
     assert ex.status == ExecutionStatus.QUEUED
 
