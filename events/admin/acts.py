@@ -44,6 +44,14 @@ def one_row_acts(status: str) -> list[str]:
     return [act for act in VERBS if status in bulk.eligible_statuses(act, force=True)]
 
 
+def list_selection(request) -> dict:
+    """The rows a list action was applied to, to carry through its confirmation page."""
+    return {
+        "ids": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        "across": request.POST.get("select_across") in ("1", "True", "true", "on"),
+    }
+
+
 def confirm_page(model_admin, request, *, title, lines, form, selection=None, action=""):
     """The page that asks: what will happen, the reason, and (for a selection) what was
     selected, carried in hidden fields so the action runs on the same rows."""

@@ -21,6 +21,7 @@ from events.models import (
     BulkOperation,
     Event,
     Execution,
+    ExecutionStatus,
 )
 from events.operate import bulk, operations
 from lib.admin import pretty_json
@@ -48,6 +49,9 @@ class ExecutionInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("route")
+
+
+EVENT_ACTS = {"replay-failed": "Replay failed", "route-again": "Route again"}
 
 
 class RouteTestForm(forms.Form):
@@ -146,7 +150,65 @@ class EventAdmin(BigTableAdmin):
             self.admin_site.admin_view(self.route_test_view),
             name="events_event_route_test",
         )
-        return [tester, *super().get_urls()]
+        own = [
+            path(
+                f"<path:object_id>/{act}/",
+                self.admin_site.admin_view(self.act_view),
+                {"act": act},
+                name=f"events_event_{act.replace('-', '_')}",
+            )
+            for act in EVENT_ACTS
+        ]
+        return [tester, *own, *super().get_urls()]
+
+    def act_view(self, request, object_id, act):
+        """Replay failed, or Route again, from the event's page: a reason first."""
+        event = self.get_object(request, object_id)
+        if event is None:
+            raise Http404
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        page = reverse("admin:events_event_change", args=[event.pk])
+        if act == "replay-failed":
+            failed = event.executions.filter(status=ExecutionStatus.FAILED)
+            executions = self.admin_site.get_model_admin(Execution)
+            answer = executions._ask_then_apply(request, failed, BulkAction.REPLAY)
+            return answer if answer is not None else HttpResponseRedirect(page)
+        form = acts.ReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            created = operations.replay_events(
+                Event.objects.filter(pk=event.pk), actor=request.user, via="admin", reason=reason
+            )
+            self.message_user(
+                request, f"Route again: {created} new execution(s) queued. Reason: {reason}"
+            )
+            return HttpResponseRedirect(page)
+        return acts.confirm_page(
+            self,
+            request,
+            title="Route again",
+            lines=[
+                f"Checks {event} against the routes of now (type, sources, filter) and "
+                "creates an execution for each route that takes it and has none yet.",
+            ],
+            form=form,
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        event = self.get_object(request, object_id)
+        offered = []
+        if event is not None and self.has_operate_permission(request):
+            offered = [
+                {
+                    "slug": act,
+                    "label": label,
+                    "url": reverse(f"admin:events_event_{act.replace('-', '_')}", args=[event.pk]),
+                }
+                for act, label in EVENT_ACTS.items()
+            ]
+        extra = {**(extra_context or {}), "acts": offered}
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def route_test_view(self, request):
         """The route tester: what every route makes of an event. Changes nothing."""
@@ -198,12 +260,33 @@ class EventAdmin(BigTableAdmin):
         )
 
     @admin.action(
-        description="Route again (create executions for routes added since)",
+        description="Route again (create executions for routes added since)…",
         permissions=["operate"],
     )
     def route_again(self, request, queryset):
-        created = operations.replay_events(queryset, actor=request.user, via="admin")
-        self.message_user(request, f"{created} new execution(s) queued.", messages.SUCCESS)
+        form = acts.ReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            created = operations.replay_events(
+                queryset, actor=request.user, via="admin", reason=reason
+            )
+            self.message_user(
+                request, f"Route again: {created} new execution(s) queued. Reason: {reason}"
+            )
+            return None
+        return acts.confirm_page(
+            self,
+            request,
+            title="Route again",
+            lines=[
+                "Checks the selected events against the routes of now (type, sources, "
+                "filter) and creates an execution for each route that takes one and has "
+                "none yet.",
+            ],
+            form=form,
+            selection=acts.list_selection(request),
+            action="route_again",
+        )
 
     @admin.display(description="payload")
     def payload_pretty(self, obj):
@@ -368,19 +451,13 @@ class ExecutionAdmin(BigTableAdmin):
             action=admin_action,
         )
 
-    def _list_selection(self, request) -> dict:
-        return {
-            "ids": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-            "across": request.POST.get("select_across") in ("1", "True", "true", "on"),
-        }
-
     @admin.action(description="Release held executions…", permissions=["operate"])
     def release_held(self, request, queryset):
         return self._ask_then_apply(
             request,
             queryset,
             BulkAction.RELEASE,
-            selection=self._list_selection(request),
+            selection=acts.list_selection(request),
             admin_action="release_held",
         )
 
@@ -390,7 +467,7 @@ class ExecutionAdmin(BigTableAdmin):
             request,
             queryset,
             BulkAction.REPLAY,
-            selection=self._list_selection(request),
+            selection=acts.list_selection(request),
             admin_action="replay",
         )
 
@@ -400,7 +477,7 @@ class ExecutionAdmin(BigTableAdmin):
             request,
             queryset,
             BulkAction.CANCEL,
-            selection=self._list_selection(request),
+            selection=acts.list_selection(request),
             admin_action="cancel",
         )
 

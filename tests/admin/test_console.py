@@ -8,9 +8,11 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from connectors.models import Route
 from events.engine import runner as engine
-from events.models import Execution, ExecutionStatus
+from events.models import Event, Execution, ExecutionStatus
 from guardrails.models import OperatorAction
+from tests.support.helpers import ORDER, post
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +121,39 @@ def test_replaying_a_succeeded_execution_from_its_page_asks_again(admin_client, 
     admin_client.post(url, {"confirm": "yes", "reason": "resend", "again": "on"})
     done.refresh_from_db()
     assert done.status == ExecutionStatus.QUEUED
+
+
+def test_an_events_page_replays_its_failed_executions_with_a_reason(admin_client, make_execution):
+    failed = make_execution(["permanent"])
+    engine.run(failed.pk)
+    event = failed.event
+    page = admin_client.get(f"/admin/events/event/{event.pk}/change/").content.decode()
+    assert set(re.findall(r'id="act-([\w-]+)"', page)) == {"replay-failed", "route-again"}
+
+    url = f"/admin/events/event/{event.pk}/replay-failed/"
+    assert "Selected: 1 execution(s): 1 failed." in admin_client.get(url).content.decode()
+    admin_client.post(url, {"confirm": "yes", "reason": "sink fixed"})
+
+    failed.refresh_from_db()
+    assert failed.status == ExecutionStatus.QUEUED
+    assert OperatorAction.objects.get().reason == "sink fixed"
+
+
+def test_route_again_from_the_list_or_the_page_asks_a_reason(admin_client, client, source):
+    assert post(client, ORDER, key=source.api_key).status_code == 202
+    event = Event.objects.get()
+    assert event.status == "unrouted"
+    Route.objects.create(name="late", event_type="order.created", connector="log", action="record")
+
+    ask = admin_client.post(
+        "/admin/events/event/", {"action": "route_again", "_selected_action": [event.pk]}
+    )
+    assert b"Checks the selected events against the routes of now" in ask.content
+    assert not event.executions.exists()
+    admin_client.post(
+        f"/admin/events/event/{event.pk}/route-again/", {"confirm": "yes", "reason": "new route"}
+    )
+
+    assert list(event.executions.values_list("route__name", flat=True)) == ["late"]
+    entry = OperatorAction.objects.get(action="events.route")
+    assert entry.reason == "new route"
