@@ -71,14 +71,20 @@ class RuntimeStateAdmin(admin.ModelAdmin):
         return redirect(reverse("admin:guardrails_runtimestate_change", args=[state.pk]))
 
     def save_model(self, request, obj, form, change):
+        engaged, reason = form.cleaned_data["engaged"], form.cleaned_data["new_reason"]
         _, changed = set_kill_switch(
-            engaged=form.cleaned_data["engaged"],
-            actor=request.user,
-            reason=form.cleaned_data["new_reason"],
-            via=Via.ADMIN,
+            engaged=engaged, actor=request.user, reason=reason, via=Via.ADMIN
         )
         if not changed:
             self.message_user(request, "The kill switch was already in that state.", messages.INFO)
+        else:
+            said = "engaged" if engaged else "released"
+            self.message_user(request, f"Kill switch {said}: {reason}", messages.SUCCESS)
+
+    def response_change(self, request, obj):
+        # save_model said what happened; the index shows the mode (and, after a release,
+        # offers to release what the switch held).
+        return redirect(reverse("admin:index"))
 
     def save_related(self, request, form, formsets, change):
         pass

@@ -493,7 +493,22 @@ class ExecutionAdmin(BigTableAdmin):
             )
             for act in acts.VERBS
         ]
-        return [*own, *super().get_urls()]
+        everything_held = path(
+            "release-held/",
+            self.admin_site.admin_view(self.release_all_held_view),
+            name="events_execution_release_all_held",
+        )
+        return [everything_held, *own, *super().get_urls()]
+
+    def release_all_held_view(self, request):
+        """Release every held execution: what the dashboard offers once the kill switch is
+        released. The same page as any act: the count, a reason, then the release."""
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        answer = self._ask_then_apply(request, Execution.objects.held(), BulkAction.RELEASE)
+        if answer is None:
+            return HttpResponseRedirect(reverse("admin:index"))
+        return answer
 
     def act_view(self, request, object_id, act):
         execution = self.get_object(request, object_id)

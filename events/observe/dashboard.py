@@ -65,7 +65,17 @@ def banner() -> dict:
         "changed_by": state.changed_by,
         "changed_at": state.changed_at,
         "scoped_engaged": KillSwitch.objects.filter(engaged=True).count(),
+        # Held work left behind once the global switch is released: offer to release it.
+        "held_waiting": 0 if state.kill_switch_engaged else held_count(),
     }
+
+
+HELD_COUNTED = 100_000
+
+
+def held_count() -> int:
+    """Held executions, counted through the status index up to HELD_COUNTED."""
+    return Execution.objects.held()[:HELD_COUNTED].count()
 
 
 def counts(now=None) -> dict:

@@ -4,7 +4,7 @@ view the runtime status (the same rule as GET /admin/status)."""
 from django import template
 
 from events.observe import dashboard
-from guardrails.permissions import may_view_status
+from guardrails.permissions import may_operate, may_view_status
 
 register = template.Library()
 
@@ -26,6 +26,7 @@ def runtime_dashboard(context):
     return {
         "show": True,
         "can_change_kill_switch": user.has_perm("guardrails.change_kill_switch"),
+        "can_operate": may_operate(user),
         "execution_rows": _rows(data["counts"], "executions"),
         "event_rows": _rows(data["counts"], "events"),
         **data,

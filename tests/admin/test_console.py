@@ -11,6 +11,7 @@ from django.core.management import call_command
 from connectors.models import Route
 from events.engine import runner as engine
 from events.models import Event, Execution, ExecutionStatus
+from guardrails.killswitch import set_kill_switch
 from guardrails.models import OperatorAction
 from tests.support.helpers import ORDER, post
 
@@ -157,3 +158,30 @@ def test_route_again_from_the_list_or_the_page_asks_a_reason(admin_client, clien
     assert list(event.executions.values_list("route__name", flat=True)) == ["late"]
     entry = OperatorAction.objects.get(action="events.route")
     assert entry.reason == "new route"
+
+
+def test_releasing_the_kill_switch_says_so_and_offers_to_release_what_it_held(
+    admin_client, make_execution
+):
+    set_kill_switch(engaged=True, actor="ops", reason="bad deploy", via="cli")
+    held = [make_execution() for _ in range(2)]
+    assert set(Execution.objects.values_list("status", flat=True)) == {"held"}
+    index = admin_client.get("/admin/").content.decode()
+    assert 'id="held-waiting"' not in index  # still killed: nothing to offer yet
+
+    form = {"engaged": "", "new_reason": "rolled back", "confirm": "on"}
+    done = admin_client.post("/admin/guardrails/runtimestate/1/change/", form, follow=True)
+    page = done.content.decode()
+    assert done.redirect_chain[-1][0] == "/admin/"
+    assert "Kill switch released: rolled back" in page
+    assert "was changed successfully" not in page
+    assert "2 executions still held from the kill switch" in page
+
+    url = "/admin/events/execution/release-held/"
+    assert "Selected: 2 execution(s): 2 held." in admin_client.get(url).content.decode()
+    admin_client.post(url, {"confirm": "yes", "reason": "resume after rollback"})
+
+    assert {e.status for e in Execution.objects.filter(pk__in=[h.pk for h in held])} == {"queued"}
+    entry = OperatorAction.objects.get(action="executions.release")
+    assert entry.reason == "resume after rollback"
+    assert 'id="held-waiting"' not in admin_client.get("/admin/").content.decode()
