@@ -1,11 +1,12 @@
 import hashlib
+import json
 import re
 import secrets
 import uuid
 from datetime import timedelta
 
 from django import forms
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from connectors.models import Route
@@ -267,6 +268,49 @@ class EventStatus(models.TextChoices):
     """Stored, but a guardrail refused it; the reason is recorded."""
 
 
+# A search by payload field reads at most this many of the newest events where no index
+# serves it (SQLite); PostgreSQL answers through the GIN index of migration 0010.
+PAYLOAD_SEARCH_SCAN = 20_000
+_PAYLOAD_TERM = re.compile(r"^([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)=(.+)$")
+
+
+def payload_field_term(term: str) -> tuple[list[str], list] | None:
+    """`order.id=123` as (["order", "id"], [123, "123"]): the path, and the values it may
+    hold (the JSON one the text reads as, and the text itself). None for another term."""
+    found = _PAYLOAD_TERM.match(term.strip())
+    if found is None:
+        return None
+    path, text = found.group(1).split("."), found.group(2).strip()
+    try:
+        as_json = json.loads(text)
+    except ValueError:
+        return path, [text]
+    values = [as_json] if isinstance(as_json, bool | int | float | str) else []
+    return path, values + ([text] if text not in values else [])
+
+
+class EventQuerySet(models.QuerySet):
+    def with_payload_field(self, path: list[str], values: list, *, using=None):
+        """Events whose payload holds one of `values` at `path`. PostgreSQL: containment,
+        through the GIN index. Elsewhere: a key lookup over the newest
+        PAYLOAD_SEARCH_SCAN events only, so the search stays bounded."""
+        vendor = connections[using or self.db].vendor
+        if vendor == "postgresql":
+            match = models.Q()
+            for value in values:
+                nested = value
+                for key in reversed(path):
+                    nested = {key: nested}
+                match |= models.Q(payload__contains=nested)
+            return self.filter(match)
+        newest = Event.objects.order_by("-received_at").values("pk")[:PAYLOAD_SEARCH_SCAN]
+        lookup = "payload__" + "__".join(path)
+        match = models.Q()
+        for value in values:
+            match |= models.Q(**{lookup: value})
+        return self.filter(match, pk__in=newest)
+
+
 class Event(models.Model):
     """One inbound delivery, stored once per (source, event id)."""
 
@@ -300,6 +344,8 @@ class Event(models.Model):
         help_text="Ids of the routes it matched, decided when it arrived (and when it was "
         "routed again). Empty: it matched none. Null: stored before routes were recorded.",
     )
+
+    objects = EventQuerySet.as_manager()
 
     class Meta:
         constraints = [
