@@ -97,7 +97,7 @@ def log_in(browser, rt: LiveRuntime):
     browser.get(rt.url + "/admin/login/")
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
-    browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]').click()
+    browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]').click()
 
 
 def one(rt: LiveRuntime, sql: str):
