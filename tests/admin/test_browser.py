@@ -100,6 +100,12 @@ def log_in(browser, rt: LiveRuntime):
     browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]').click()
 
 
+def is_red(css_colour: str) -> bool:
+    """Whether a computed CSS colour ("rgb(220, 38, 38)" or "rgba(...)") is a clear red."""
+    red, green, blue = (int(c) for c in re.findall(r"\d+", css_colour)[:3])
+    return red > 150 and green < 100 and blue < 100
+
+
 def one(rt: LiveRuntime, sql: str):
     rows = rt.query(sql)
     return rows[0] if rows else None
@@ -163,6 +169,12 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     assert held
     browser.get(rt.url + "/admin/events/execution/?status__exact=held")
     assert browser.find_elements(By.CSS_SELECTOR, f'input.action-select[value="{held[0]}"]')
+    # A list page says so too, in the header: KILLED, in words, on red.
+    badge = browser.find_element(By.ID, "runtime-badge")
+    assert badge.get_attribute("data-mode") == "killed"
+    mode = badge.find_element(By.CLASS_NAME, "runtime-badge-mode")
+    assert mode.text == "KILLED"
+    assert is_red(mode.value_of_css_property("background-color"))
     shot("03-execution-held")
 
     # Release the kill switch, then the held execution; it runs and succeeds.
@@ -184,6 +196,9 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     )
     browser.get(rt.url + "/admin/events/execution/?status__exact=succeeded")
     assert browser.find_elements(By.CSS_SELECTOR, f'input.action-select[value="{held[0]}"]')
+    mode = browser.find_element(By.CSS_SELECTOR, '#runtime-badge[data-mode="running"] a')
+    assert mode.text == "RUNNING"
+    assert not is_red(mode.value_of_css_property("background-color"))
     shot("04-released-and-succeeded")
 
     # An execution to a host off the allowlist fails at once; find it and replay it.
