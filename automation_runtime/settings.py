@@ -47,7 +47,7 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    # The admin's theme (docs/operations.md): before django.contrib.admin, so its templates
+    # The admin's theme (docs/architecture.md): before django.contrib.admin, so its templates
     # and its admin site win.
     "unfold",
     "django.contrib.admin",
