@@ -92,12 +92,19 @@ def admin_password(rt: LiveRuntime) -> str:
 
 
 def log_in(browser, rt: LiveRuntime):
+    """Log in as the demo admin and wait for the page after it, so the next navigation
+    cannot overtake the login and land on the login page again."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(rt.url + "/admin/login/")
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
-    browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]').click()
+    button = browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]')
+    button.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
+    assert "/login/" not in browser.current_url, "the login was refused"
 
 
 def is_red(css_colour: str) -> bool:
