@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.templatetags.static import static
 from dotenv import load_dotenv
 
 from automation_runtime.env import envbool, envint, envlist
@@ -46,6 +47,9 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # The admin's theme (docs/architecture.md): before django.contrib.admin, so its templates
+    # and its admin site win.
+    "unfold",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -85,10 +89,31 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The runtime's mode on every admin page's header (lazy: no query unless
+                # a page shows it).
+                "events.observe.context_processors.runtime_badge",
             ],
         },
     },
 ]
+
+# The admin's look (django-unfold): the sidebar lists the same apps and models the stock
+# index did (automation_runtime/sidebar.py); the index shows the runtime dashboard.
+UNFOLD = {
+    "SITE_TITLE": "Automation runtime",
+    "SITE_HEADER": "Automation runtime",
+    "SITE_SYMBOL": "bolt",
+    "STYLES": [lambda request: static("events/admin.css")],
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": False,
+        "navigation": "automation_runtime.sidebar.navigation",
+    },
+}
+
+# Unfold's login form (0.91) has no hidden "next" field: a login at /admin/login/ itself
+# lands here rather than on Django's default /accounts/profile/, which does not exist.
+LOGIN_REDIRECT_URL = "admin:index"
 
 # Database: DATABASE_URL, or an SQLite file beside the project.
 if not os.environ.get("DATABASE_URL", "").strip():

@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from unfold.admin import ModelAdmin
+from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget, UnfoldAdminSelectWidget
 
 from connectors import circuits, registry
 from connectors.base import hint_of, is_sealed, path_text, sealed_in, value_at, with_value_at
@@ -24,11 +26,11 @@ def _connectors_help():
 
 
 class RouteForm(forms.ModelForm):
-    connector = forms.ChoiceField(choices=())
+    connector = forms.ChoiceField(choices=(), widget=UnfoldAdminSelectWidget)
     sources = forms.MultipleChoiceField(
         choices=(),
         required=False,
-        widget=forms.CheckboxSelectMultiple,
+        widget=UnfoldAdminCheckboxSelectMultipleWidget,
         help_text="The sources it listens to. None ticked: every source.",
     )
 
@@ -146,7 +148,7 @@ class RouteForm(forms.ModelForm):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(ModelAdmin):
     form = RouteForm
     list_display = (
         "name",
@@ -190,8 +192,27 @@ class RouteAdmin(admin.ModelAdmin):
         return format_html("<pre>{}</pre>", json.dumps(masked, indent=2, ensure_ascii=False))
 
 
+class CircuitStateFilter(admin.SimpleListFilter):
+    """The circuits' states, and "not closed": the open and half-open ones an operator
+    looks at (every admin page's header links here)."""
+
+    title = "state"
+    parameter_name = "state"
+    NOT_CLOSED = "not_closed"
+
+    def lookups(self, request, model_admin):
+        return [(self.NOT_CLOSED, "not closed"), *CircuitState.choices]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.NOT_CLOSED:
+            return queryset.not_closed()
+        if self.value() in CircuitState.values:
+            return queryset.filter(state=self.value())
+        return queryset
+
+
 @admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(admin.ModelAdmin):
+class CircuitBreakerAdmin(ModelAdmin):
     list_display = (
         "route",
         "target",
@@ -200,7 +221,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         "retry_at",
         "updated_at",
     )
-    list_filter = ("state", "route__connector")
+    list_filter = (CircuitStateFilter, "route__connector")
     list_select_related = ("route",)
     readonly_fields = (
         "route",
@@ -217,9 +238,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Every connector with its actions, beside the circuits of its targets.
         open_circuits = {}
-        for circuit in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED).select_related(
-            "route"
-        ):
+        for circuit in CircuitBreaker.objects.not_closed().select_related("route"):
             open_circuits.setdefault(circuit.route.connector, []).append(circuit)
         connectors = [
             {

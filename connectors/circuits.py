@@ -136,7 +136,7 @@ def summary() -> list[dict]:
             "consecutive_failures": c.consecutive_failures,
             "retry_at": c.retry_at.isoformat() if c.retry_at else None,
         }
-        for c in CircuitBreaker.objects.exclude(state=CircuitState.CLOSED).select_related("route")
+        for c in CircuitBreaker.objects.not_closed().select_related("route")
     ]
 
 
@@ -144,7 +144,7 @@ def close(circuits, *, actor, via: str) -> int:
     """Close these circuits (let calls through again), audited; returns how many were open
     or half open. Closed ones are left as they are and not named in the audit record."""
     with transaction.atomic():
-        opened = list(circuits.exclude(state=CircuitState.CLOSED).select_related("route"))
+        opened = list(circuits.not_closed().select_related("route"))
         if not opened:
             return 0
         n = CircuitBreaker.objects.filter(pk__in=[c.pk for c in opened]).update(

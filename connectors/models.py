@@ -266,6 +266,13 @@ class CircuitState(models.TextChoices):
     """The cool-down ended: one probe call is let through to test the target."""
 
 
+class CircuitBreakerQuerySet(models.QuerySet):
+    def not_closed(self):
+        """Circuits that stop calls (open) or let one probe through (half open); a partial
+        index holds exactly these."""
+        return self.exclude(state=CircuitState.CLOSED)
+
+
 class CircuitBreaker(models.Model):
     """One per route and target host. Executions that meet an open circuit are deferred
     without spending an attempt. Keyed by route, so one failing endpoint on a host does
@@ -286,9 +293,19 @@ class CircuitBreaker(models.Model):
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = CircuitBreakerQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["route", "target"], name="connectors_circuit_uniq"),
+        ]
+        indexes = [
+            # Every admin page's header counts these (events/observe/dashboard.py).
+            models.Index(
+                fields=["route", "target"],
+                name="connectors_circuit_open_idx",
+                condition=~models.Q(state=CircuitState.CLOSED),
+            )
         ]
         ordering = ["route", "target"]
         verbose_name = "connector and circuit breaker"

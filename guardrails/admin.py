@@ -1,8 +1,18 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group, User
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from unfold.admin import ModelAdmin
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+from unfold.widgets import (
+    UnfoldAdminTextareaWidget,
+    UnfoldBooleanSwitchWidget,
+    UnfoldBooleanWidget,
+)
 
 from guardrails.killswitch import UnknownName, check_known, set_kill_switch, set_scoped_kill_switch
 from guardrails.models import (
@@ -26,15 +36,17 @@ class KillSwitchForm(forms.ModelForm):
     engaged = forms.BooleanField(
         required=False,
         label="Kill switch engaged",
+        widget=UnfoldBooleanSwitchWidget,
         help_text="While engaged, new events are stored and held and no worker claims anything.",
     )
     new_reason = forms.CharField(
         label="Reason",
-        widget=forms.Textarea(attrs={"rows": 2}),
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 2}),
         help_text="Required: why you are changing the kill switch. Kept in the audit log.",
     )
     confirm = forms.BooleanField(
         label="Yes, change the kill switch",
+        widget=UnfoldBooleanWidget,
         help_text="Engaging it stops every new action on every worker until it is released.",
     )
 
@@ -48,7 +60,7 @@ class KillSwitchForm(forms.ModelForm):
 
 
 @admin.register(RuntimeState)
-class RuntimeStateAdmin(admin.ModelAdmin):
+class RuntimeStateAdmin(ModelAdmin):
     form = KillSwitchForm
     list_display = ("__str__", "mode", "changed_at", "changed_by", "reason")
     readonly_fields = ("mode", "changed_at", "changed_by", "reason")
@@ -100,7 +112,7 @@ class OperatorActionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(OperatorToken)
-class OperatorTokenAdmin(admin.ModelAdmin):
+class OperatorTokenAdmin(ModelAdmin):
     list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "created_at", "last_used_at")
     fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
@@ -119,7 +131,7 @@ class OperatorTokenAdmin(admin.ModelAdmin):
 
 class ScopedKillSwitchForm(forms.ModelForm):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}),
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 2}),
         help_text="Required: why. Kept in the audit log.",
     )
 
@@ -139,7 +151,7 @@ class ScopedKillSwitchForm(forms.ModelForm):
 
 
 @admin.register(KillSwitch)
-class KillSwitchAdmin(admin.ModelAdmin):
+class KillSwitchAdmin(ModelAdmin):
     """Kill switches of one source, route or connector. Changes need a reason and a
     confirmation, and go through the same function as the CLI and API."""
 
@@ -212,37 +224,55 @@ class KillSwitchAdmin(admin.ModelAdmin):
 
 
 @admin.register(AllowedEventType)
-class AllowedEventTypeAdmin(admin.ModelAdmin):
+class AllowedEventTypeAdmin(ModelAdmin):
     list_display = ("source", "pattern")
     list_filter = ("source",)
     search_fields = ("source", "pattern")
 
 
 @admin.register(RateLimit)
-class RateLimitAdmin(admin.ModelAdmin):
+class RateLimitAdmin(ModelAdmin):
     list_display = ("scope", "name", "limit", "window_seconds", "runaway_per_hour")
     list_filter = ("scope",)
 
 
 @admin.register(PayloadSchema)
-class PayloadSchemaAdmin(admin.ModelAdmin):
+class PayloadSchemaAdmin(ModelAdmin):
     list_display = ("source", "event_type", "enabled")
     list_filter = ("enabled", "source")
 
 
 @admin.register(AllowedHost)
-class AllowedHostAdmin(admin.ModelAdmin):
+class AllowedHostAdmin(ModelAdmin):
     list_display = ("pattern",)
     search_fields = ("pattern",)
 
 
 @admin.register(AllowedCallable)
-class AllowedCallableAdmin(admin.ModelAdmin):
+class AllowedCallableAdmin(ModelAdmin):
     list_display = ("path",)
     search_fields = ("path",)
 
 
 @admin.register(AllowedAction)
-class AllowedActionAdmin(admin.ModelAdmin):
+class AllowedActionAdmin(ModelAdmin):
     list_display = ("connector", "action")
     list_filter = ("connector",)
+
+
+# Operators' accounts and groups (guardrails/permissions.py) on unfold's classes too, so
+# these pages look like every other admin page. django.contrib.auth registered them first.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin, ModelAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin, ModelAdmin):
+    pass

@@ -52,7 +52,7 @@ def _load(token: str) -> Snapshot:
         token=token,
         switches={
             (scope, name): reason
-            for scope, name, reason in KillSwitch.objects.filter(engaged=True).values_list(
+            for scope, name, reason in KillSwitch.objects.engaged().values_list(
                 "scope", "name", "reason"
             )
         },

@@ -198,6 +198,13 @@ class Scope(models.TextChoices):
     """Executions of every route that uses one connector."""
 
 
+class KillSwitchQuerySet(models.QuerySet):
+    def engaged(self):
+        """The switches holding their source, route or connector now (a partial index
+        holds exactly these)."""
+        return self.filter(engaged=True)
+
+
 class KillSwitch(models.Model):
     """A kill switch for one source, route or connector (the global one is RuntimeState).
 
@@ -211,6 +218,8 @@ class KillSwitch(models.Model):
     reason = models.TextField(blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     changed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = KillSwitchQuerySet.as_manager()
 
     class Meta:
         ordering = ["scope", "name"]

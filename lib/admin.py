@@ -1,15 +1,15 @@
-"""Admin pieces several apps share."""
+"""Admin pieces several apps share, on django-unfold's classes so every page has its look."""
 
 import json
 
-from django.contrib import admin
-from django.contrib.admin.views.main import PAGE_VAR, ChangeList
-from django.core.paginator import Paginator
-from django.utils.functional import cached_property
+from django.contrib.admin.views.main import PAGE_VAR
 from django.utils.html import format_html
+from unfold.admin import ModelAdmin
+from unfold.paginator import InfinitePaginator
+from unfold.views import ChangeList
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin):
     """A record operators read but never add, edit or delete from the admin: the audit
     log, counters, the runtime's own progress rows."""
 
@@ -23,12 +23,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class NoCountPaginator(Paginator):
-    """Never COUNT(*) a big table: pretend there is always one more page."""
-
-    @cached_property
-    def count(self):
-        return 10**9
+# Never COUNT(*) a big table: pretend there is always one more page. Unfold's own, used
+# as is: unfold's templates recognise it by its class name and then show no "N results"
+# of the made-up count.
+NoCountPaginator = InfinitePaginator
 
 
 def pretty_json(value):
@@ -40,7 +38,9 @@ def pretty_json(value):
 
 
 class NoCountChangeList(ChangeList):
-    """Previous / next links instead of page numbers that would need a COUNT(*)."""
+    """Previous / next links instead of page numbers that would need a COUNT(*).
+
+    Unfold's ChangeList, as unfold's ModelAdmin uses."""
 
     @property
     def previous_page_url(self):

@@ -1,6 +1,7 @@
 """The pieces the big-table admins share: cheap filters, no COUNT(*), exact search."""
 
 from django.contrib import admin
+from unfold.admin import ModelAdmin
 
 from connectors.models import Route
 from events.models import (
@@ -40,7 +41,7 @@ class ExecutionTypeFilter(TypeFilter):
     lookup = "event__type"
 
 
-class BigTableAdmin(admin.ModelAdmin):
+class BigTableAdmin(ModelAdmin):
     """A read-only list over millions of rows: no COUNT(*), exact indexed search.
 
     Django's `=field` search is case-insensitive (UPPER(...) = UPPER(...)), which no plain

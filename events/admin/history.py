@@ -11,6 +11,8 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from unfold.admin import TabularInline
+from unfold.widgets import UnfoldAdminTextareaWidget, UnfoldAdminTextInputWidget
 
 from events.admin import acts
 from events.admin.base import BigTableAdmin, ExecutionTypeFilter, TypeFilter
@@ -36,7 +38,7 @@ def _execution_ids(term: str) -> list[int]:
     return sorted(ids)
 
 
-class ExecutionInline(admin.TabularInline):
+class ExecutionInline(TabularInline):
     model = Execution
     extra = 0
     can_delete = False
@@ -60,19 +62,24 @@ class RouteTestForm(forms.Form):
     event = forms.CharField(
         required=False,
         label="Event",
+        widget=UnfoldAdminTextInputWidget,
         help_text="Its id (UUID), <source>/<event id>, or the event id alone.",
     )
-    source = forms.CharField(required=False, help_text="The source it comes from, by name.")
-    type = forms.CharField(required=False, label="Event type")
+    source = forms.CharField(
+        required=False,
+        widget=UnfoldAdminTextInputWidget,
+        help_text="The source it comes from, by name.",
+    )
+    type = forms.CharField(required=False, label="Event type", widget=UnfoldAdminTextInputWidget)
     body = forms.CharField(
         required=False,
         label="JSON body",
-        widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "spellcheck": "false"}),
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 8, "spellcheck": "false"}),
         help_text="The payload, as the filter sees it under data.",
     )
     headers = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80, "spellcheck": "false"}),
+        widget=UnfoldAdminTextareaWidget(attrs={"rows": 4, "spellcheck": "false"}),
         help_text="One per line, Name: value. Filters see them lowercased under headers.",
     )
 
@@ -253,7 +260,8 @@ class EventAdmin(BigTableAdmin):
             arrival = f"It matched {len(obj.matched_routes)} route(s) when it arrived."
         tester = reverse("admin:events_event_route_test") + f"?event={obj.pk}"
         return format_html(
-            '<p>{} Below, as the routes are now. <a href="{}">Open in the route tester</a>.</p>{}',
+            '<div class="runtime-page"><p>{} Below, as the routes are now. '
+            '<a href="{}">Open in the route tester</a>.</p>{}</div>',
             arrival,
             tester,
             render_verdicts(verdicts, stored=True),

@@ -9,6 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.widgets import UnfoldAdminPasswordWidget, UnfoldAdminTextInputWidget
 
 from events.models import (
     AuthScheme,
@@ -22,7 +24,7 @@ from lib import signatures
 from lib.admin import ReadOnlyAdmin
 
 
-class SourceKeyInline(admin.TabularInline):
+class SourceKeyInline(TabularInline):
     model = SourceKey
     extra = 0
     fields = (
@@ -46,7 +48,7 @@ class SourceForm(forms.ModelForm):
     secret = forms.CharField(
         required=False,
         strip=True,
-        widget=forms.PasswordInput(render_value=False),
+        widget=UnfoldAdminPasswordWidget(render_value=False),
         help_text="Stripe, Shopify and Slack issue the signing secret: paste it here. "
         "Leave empty for other schemes to generate a key or secret (shown once).",
     )
@@ -84,11 +86,13 @@ class RotateForm(forms.Form):
     secret = forms.CharField(
         required=False,
         strip=True,
-        widget=forms.PasswordInput(render_value=False),
+        widget=UnfoldAdminPasswordWidget(render_value=False),
         help_text="Required for Stripe, Shopify and Slack; otherwise leave empty to generate.",
     )
     overlap = forms.CharField(
-        initial="24h", help_text="How long the current credentials stay valid: 0, 15m, 24h, 7d."
+        initial="24h",
+        widget=UnfoldAdminTextInputWidget,
+        help_text="How long the current credentials stay valid: 0, 15m, 24h, 7d.",
     )
 
     def clean_overlap(self):
@@ -99,7 +103,7 @@ class RotateForm(forms.Form):
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):
+class SourceAdmin(ModelAdmin):
     form = SourceForm
     list_display = (
         "name",

@@ -1,6 +1,7 @@
 """Bulk operations in progress and the workers' heartbeats."""
 
 from django.contrib import admin
+from unfold.admin import ModelAdmin
 
 from events.models import (
     BulkOperation,
@@ -64,4 +65,4 @@ class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     readonly_fields = list_display
 
     def has_delete_permission(self, request, obj=None):
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+        return ModelAdmin.has_delete_permission(self, request, obj)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from connectors.models import CircuitBreaker
 from events.models import (
     Attempt,
     AttemptOutcome,
@@ -22,7 +23,7 @@ from events.models import (
 )
 from events.observe import stats
 from events.observe.stats import in_flight_by_route, workers_summary
-from guardrails.models import KillSwitch, RuntimeState
+from guardrails.models import KillSwitch, Mode, RuntimeState
 
 WINDOW_MINUTES = 60
 TOP = 5
@@ -64,9 +65,52 @@ def banner() -> dict:
         "reason": state.reason,
         "changed_by": state.changed_by,
         "changed_at": state.changed_at,
-        "scoped_engaged": KillSwitch.objects.filter(engaged=True).count(),
+        "scoped_engaged": KillSwitch.objects.engaged().count(),
         # Held work left behind once the global switch is released: offer to release it.
         "held_waiting": 0 if state.kill_switch_engaged else held_count(),
+    }
+
+
+# The header badge per mode: the words (never colour alone) and a tone for the colour.
+BADGES = {
+    Mode.RUNNING: {"label": "RUNNING", "tone": "running"},
+    Mode.KILLED: {"label": "KILLED", "tone": "killed"},
+    Mode.DRY_RUN: {"label": "DRY RUN", "tone": "dry-run"},
+}
+# The badge names this many engaged kill switches and open circuits; beyond, "20+".
+BADGE_NAMES = 20
+
+
+def _named(names: list[str]) -> dict:
+    """At most BADGE_NAMES of `names` (read with one more, to know there are more)."""
+    more = len(names) > BADGE_NAMES
+    return {"count": min(len(names), BADGE_NAMES), "more": more, "names": names[:BADGE_NAMES]}
+
+
+def runtime_badge() -> dict:
+    """What every admin page's header shows: the mode in words with a tone, and the
+    engaged scoped kill switches and the circuits not closed, counted and named.
+
+    Three small queries whatever the tables hold, and no COUNT: the state row by its key,
+    then at most BADGE_NAMES + 1 rows of each partial index (engaged kill switches,
+    circuits not closed), read in the index's order."""
+    state = RuntimeState.current()
+    shown = BADGES.get(state.mode, {"label": state.mode.upper(), "tone": "killed"})
+    switches = (
+        KillSwitch.objects.engaged()
+        .order_by("scope", "name")
+        .values_list("scope", "name")[: BADGE_NAMES + 1]
+    )
+    circuits = (
+        CircuitBreaker.objects.not_closed()
+        .order_by("route_id", "target")
+        .values_list("route__name", "target")[: BADGE_NAMES + 1]
+    )
+    return {
+        "mode": state.mode,
+        **shown,
+        "kill_switches": _named([f"{scope} {name}" for scope, name in switches]),
+        "circuits": _named([f"{route} → {target}" for route, target in circuits]),
     }
 
 

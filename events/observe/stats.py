@@ -114,6 +114,6 @@ def report() -> dict:
         "guardrail_decisions": decisions_by_reason(),
         "scoped_kill_switches": [
             {"scope": k.scope, "name": k.name, "reason": k.reason, "changed_by": k.changed_by}
-            for k in KillSwitch.objects.filter(engaged=True)
+            for k in KillSwitch.objects.engaged()
         ],
     }

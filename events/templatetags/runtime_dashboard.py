@@ -16,6 +16,13 @@ def _rows(counts: dict, kind: str) -> list[dict]:
     ]
 
 
+@register.simple_tag(takes_context=True, name="may_view_status")
+def may_view_status_tag(context) -> bool:
+    """Whether the page's user may see the dashboard."""
+    request = context.get("request")
+    return may_view_status(getattr(request, "user", None))
+
+
 @register.inclusion_tag("admin/runtime_dashboard.html", takes_context=True)
 def runtime_dashboard(context):
     request = context.get("request")

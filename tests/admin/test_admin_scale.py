@@ -21,6 +21,7 @@ from events.models import (
 )
 from events.operate import bulk
 from guardrails.models import OperatorAction
+from lib.admin import NoCountPaginator
 
 pytestmark = pytest.mark.django_db
 
@@ -207,7 +208,7 @@ def test_list_pages_page_without_counting(admin_client, source, route):
 
     assert "page 2" in page
     assert "← previous" in page
-    assert "1000000000" not in page
+    assert str(NoCountPaginator([], 1).count) not in page, "the made-up count never shows"
     assert not [q for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
 
 

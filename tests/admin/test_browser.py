@@ -92,14 +92,25 @@ def admin_password(rt: LiveRuntime) -> str:
 
 
 def log_in(browser, rt: LiveRuntime):
+    """Log in as the demo admin and wait for the page after it, so the next navigation
+    cannot overtake the login and land on the login page again."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(rt.url + "/admin/login/")
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
-    browser.find_element(By.CSS_SELECTOR, 'input[type="submit"]').click()
-    # Wait for the index: a navigation before it lands would cancel the login's POST.
-    browser.find_element(By.ID, "runtime-mode")
+    button = browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]')
+    button.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
+    assert "/login/" not in browser.current_url, "the login was refused"
+
+
+def is_red(css_colour: str) -> bool:
+    """Whether a computed CSS colour ("rgb(220, 38, 38)" or "rgba(...)") is a clear red."""
+    red, green, blue = (int(c) for c in re.findall(r"\d+", css_colour)[:3])
+    return red > 150 and green < 100 and blue < 100
 
 
 def one(rt: LiveRuntime, sql: str):
@@ -176,6 +187,12 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     assert held
     browser.get(rt.url + "/admin/events/execution/?status__exact=held")
     assert browser.find_elements(By.CSS_SELECTOR, f'input.action-select[value="{held[0]}"]')
+    # A list page says so too, in the header: KILLED, in words, on red.
+    badge = browser.find_element(By.ID, "runtime-badge")
+    assert badge.get_attribute("data-mode") == "killed"
+    mode = badge.find_element(By.CLASS_NAME, "runtime-badge-mode")
+    assert mode.text == "KILLED"
+    assert is_red(mode.value_of_css_property("background-color"))
     shot("03-execution-held")
 
     # Release the kill switch, then the held execution; it runs and succeeds.
@@ -197,6 +214,9 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     )
     browser.get(rt.url + "/admin/events/execution/?status__exact=succeeded")
     assert browser.find_elements(By.CSS_SELECTOR, f'input.action-select[value="{held[0]}"]')
+    mode = browser.find_element(By.CSS_SELECTOR, '#runtime-badge[data-mode="running"] a')
+    assert mode.text == "RUNNING"
+    assert not is_red(mode.value_of_css_property("background-color"))
     shot("04-released-and-succeeded")
 
     # An execution to a host off the allowlist fails at once; find it and replay it.

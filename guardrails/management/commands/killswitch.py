@@ -97,7 +97,7 @@ class Command(BaseCommand):
         )
         why = f": {current.reason}" if current.reason else ""
         self.stdout.write(f"mode {current.mode}; kill switch {engaged}{by}{why}")
-        for switch in KillSwitch.objects.filter(engaged=True):
+        for switch in KillSwitch.objects.engaged():
             self.stdout.write(
                 f"kill switch engaged for {switch.scope} {switch.name} "
                 f"by {switch.changed_by}: {switch.reason}"
