@@ -24,14 +24,20 @@ from events.models import (
     Event,
     Execution,
     ExecutionStatus,
+    payload_field_term,
 )
 from events.operate import bulk, operations
 from lib.admin import pretty_json
 
 
 def _execution_ids(term: str) -> list[int]:
-    """Executions of the events with this event id, or with this idempotency key or id."""
+    """Executions of the events with this event id or payload field (`order.id=123`), or
+    with this idempotency key or id."""
     ids = set(Execution.objects.filter(event__event_id=term).values_list("pk", flat=True)[:1000])
+    field = payload_field_term(term)
+    if field is not None:
+        events = Event.objects.with_payload_field(*field).values("pk")
+        ids.update(Execution.objects.filter(event__in=events).values_list("pk", flat=True)[:1000])
     ids.update(Execution.objects.filter(idempotency_key=term).values_list("pk", flat=True))
     if term.isdigit() and len(term) < 18:
         ids.add(int(term))
@@ -148,8 +154,14 @@ class EventAdmin(BigTableAdmin):
     )
     readonly_fields = fields
 
+    search_help_text = "An exact event id, or a payload field: order.id=123."
+
     def exact_search(self, term):
-        return Q(event_id=term)
+        field = payload_field_term(term)
+        if field is None:
+            return Q(event_id=term)
+        matching = Event.objects.with_payload_field(*field).values("pk")
+        return Q(event_id=term) | Q(pk__in=matching)
 
     def get_urls(self):
         tester = path(
@@ -347,7 +359,9 @@ class ExecutionAdmin(BigTableAdmin):
     )
     list_select_related = ("event__source", "route")
     search_fields = ("=event__event_id", "=idempotency_key")
-    search_help_text = "An exact event id, idempotency key or execution id."
+    search_help_text = (
+        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    )
     ordering = ("-created_at",)
     actions = ["release_held", "replay", "cancel"]
     readonly_fields = (
@@ -566,7 +580,9 @@ class AttemptAdmin(BigTableAdmin):
     )
     list_select_related = ("execution__route",)
     search_fields = ("=execution__event__event_id",)
-    search_help_text = "An exact event id, idempotency key or execution id."
+    search_help_text = (
+        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    )
     ordering = ("-started_at",)
     readonly_fields = (
         "execution",

@@ -185,3 +185,22 @@ def test_releasing_the_kill_switch_says_so_and_offers_to_release_what_it_held(
     entry = OperatorAction.objects.get(action="executions.release")
     assert entry.reason == "resume after rollback"
     assert 'id="held-waiting"' not in admin_client.get("/admin/").content.decode()
+
+
+def test_the_lists_find_events_and_executions_by_a_payload_field(admin_client, client, source):
+    Route.objects.create(name="all", event_type="order.*", connector="log", action="record")
+    for n, order in ((1, "ord_1001"), (2, "ord_2002")):
+        body = {"event_id": f"e{n}", "type": "order.created", "order": {"id": order}}
+        assert post(client, body, key=source.api_key).status_code == 202
+    wanted = Event.objects.get(event_id="e1")
+
+    events = admin_client.get("/admin/events/event/", {"q": "order.id=ord_1001"}).content
+    executions = admin_client.get("/admin/events/execution/", {"q": "order.id=ord_1001"}).content
+
+    other_event = Event.objects.get(event_id="e2")
+    assert f"/admin/events/event/{wanted.pk}/change/".encode() in events
+    assert f"/admin/events/event/{other_event.pk}/change/".encode() not in events
+    execution = wanted.executions.get()
+    assert f"/admin/events/execution/{execution.pk}/change/".encode() in executions
+    other = other_event.executions.get()
+    assert f"/admin/events/execution/{other.pk}/change/".encode() not in executions
