@@ -11,10 +11,11 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from unfold.admin import TabularInline
 from unfold.widgets import UnfoldAdminTextareaWidget, UnfoldAdminTextInputWidget
 
-from events.admin import acts
+from events.admin import acts, base
 from events.admin.base import BigTableAdmin, ExecutionTypeFilter, TypeFilter
 from events.intake import routing
 from events.models import (
@@ -131,8 +132,22 @@ def render_verdicts(verdicts, *, stored: bool) -> str:
 
 @admin.register(Event)
 class EventAdmin(BigTableAdmin):
-    list_display = ("event_id", "source", "type", "status", "received_at", "conflicts")
-    list_filter = ("source", TypeFilter, "status", ("received_at", admin.DateFieldListFilter))
+    list_display = (
+        "event_id",
+        "source",
+        "type",
+        base.status_label,
+        base.delivery_label,
+        "received_at",
+        "conflicts",
+    )
+    list_filter = (
+        "source",
+        TypeFilter,
+        "status",
+        base.DeliveryFilter,
+        ("received_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("source",)
     search_fields = ("=event_id",)
     ordering = ("-received_at",)
@@ -155,6 +170,9 @@ class EventAdmin(BigTableAdmin):
     readonly_fields = fields
 
     search_help_text = "An exact event id, or a payload field: order.id=123."
+
+    def get_queryset(self, request):
+        return base.with_delivery(super().get_queryset(request))
 
     def exact_search(self, term):
         field = payload_field_term(term)
@@ -349,7 +367,16 @@ def _attempt_row(attempt):
 
 @admin.register(Execution)
 class ExecutionAdmin(BigTableAdmin):
-    list_display = ("id", "event", "route", "status", "attempts", "created_at", "updated_at")
+    list_display = (
+        "id",
+        "event",
+        "route",
+        base.status_label,
+        "attempts_of_max",
+        "last_error_short",
+        "next_attempt",
+        "created_at",
+    )
     list_filter = (
         "status",
         "route",
@@ -385,6 +412,21 @@ class ExecutionAdmin(BigTableAdmin):
 
     def exact_search(self, term):
         return Q(pk__in=_execution_ids(term))
+
+    @admin.display(description="attempts")
+    def attempts_of_max(self, obj):
+        return f"{obj.attempts} / {obj.route.max_attempts}"
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        text = obj.last_error.strip().splitlines()[0] if obj.last_error.strip() else ""
+        return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(text).chars(60))
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj):
+        if obj.status not in (ExecutionStatus.QUEUED, ExecutionStatus.RETRYING):
+            return "—"
+        return base.relative(obj.next_attempt_at)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("event__source", "route")

@@ -204,3 +204,25 @@ def test_the_lists_find_events_and_executions_by_a_payload_field(admin_client, c
     assert f"/admin/events/execution/{execution.pk}/change/".encode() in executions
     other = other_event.executions.get()
     assert f"/admin/events/execution/{other.pk}/change/".encode() not in executions
+
+
+def test_the_lists_say_at_a_glance_what_went_wrong(admin_client, make_execution):
+    failed = make_execution(["permanent"], max_attempts=3)
+    engine.run(failed.pk)
+    failed.refresh_from_db()
+    waiting = make_execution(["retryable", "ok"], base=60.0, cap=60.0)
+    engine.run(waiting.pk)
+    waiting.refresh_from_db()
+    assert waiting.status == ExecutionStatus.RETRYING
+
+    executions = admin_client.get("/admin/events/execution/").content.decode()
+    assert "1 / 3" in executions  # attempts of max
+    assert failed.last_error.splitlines()[0][:40] in executions
+    assert re.search(r"in \d+ s", executions)  # the retry's next attempt, relative
+
+    events = admin_client.get("/admin/events/event/", {"delivery": "failed"}).content.decode()
+    assert f"/admin/events/event/{failed.event.pk}/change/" in events
+    assert f"/admin/events/event/{waiting.event.pk}/change/" not in events
+    everything = admin_client.get("/admin/events/event/").content.decode()
+    assert re.search(r"bg-red-100[^>]*>\s*failed\s*</span>", everything)  # in red
+    assert re.search(r"bg-orange-100[^>]*>\s*waiting\s*</span>", everything)  # in amber
