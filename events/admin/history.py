@@ -10,7 +10,7 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.text import Truncator
 from unfold.admin import TabularInline
 from unfold.widgets import UnfoldAdminTextareaWidget, UnfoldAdminTextInputWidget
@@ -27,6 +27,7 @@ from events.models import (
     ExecutionStatus,
     payload_field_term,
 )
+from events.observe import timeline as execution_timeline
 from events.operate import bulk, operations
 from lib.admin import pretty_json
 
@@ -335,36 +336,6 @@ class EventAdmin(BigTableAdmin):
         return pretty_json(obj.headers)
 
 
-TIMELINE_MAX = 200
-
-
-def _attempt_row(attempt):
-    duration = f"{attempt.duration_ms:,} ms" if attempt.duration_ms is not None else "—"
-    error = (
-        format_html(
-            "<b>{}</b><pre style='white-space:pre-wrap;margin:0'>{}</pre>",
-            attempt.error_class,
-            attempt.error_message,
-        )
-        if attempt.error_class or attempt.error_message
-        else ""
-    )
-    summary = (
-        json.dumps(attempt.response_summary, ensure_ascii=False, sort_keys=True)
-        if attempt.response_summary
-        else ""
-    )
-    return (
-        attempt.number,
-        attempt.worker,
-        f"{attempt.started_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
-        duration,
-        attempt.get_outcome_display() or "running",
-        error,
-        summary,
-    )
-
-
 @admin.register(Execution)
 class ExecutionAdmin(BigTableAdmin):
     list_display = (
@@ -431,28 +402,18 @@ class ExecutionAdmin(BigTableAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("event__source", "route")
 
-    @admin.display(description="attempts, oldest first")
+    @admin.display(description="timeline")
     def timeline(self, obj):
-        latest = list(obj.attempt_set.order_by("-number")[:TIMELINE_MAX])
-        if not latest:
-            return "No attempt yet."
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-            "<td><code>{}</code></td></tr>",
-            (_attempt_row(a) for a in reversed(latest)),
-        )
-        note = (
-            f"The latest {TIMELINE_MAX} of {obj.total_attempts}. "
-            if (obj.total_attempts > TIMELINE_MAX)
-            else ""
-        )
-        return format_html(
-            "{}<table class='attempt-timeline'><thead><tr><th>#</th><th>worker</th>"
-            "<th>started</th><th>duration</th><th>outcome</th><th>error</th>"
-            "<th>response</th></tr></thead><tbody>{}</tbody></table>",
-            note,
-            rows,
+        """Creation, each attempt (the wait before it, what it sent and got back) and the
+        operators' acts, oldest first: events.observe.timeline."""
+        if obj is None or obj.pk is None:
+            return "—"
+        return render_to_string(
+            "admin/events/execution/timeline.html",
+            {
+                "entries": execution_timeline.timeline(obj),
+                "more": obj.total_attempts > execution_timeline.ATTEMPTS_SHOWN,
+            },
         )
 
     @staticmethod

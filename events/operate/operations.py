@@ -90,6 +90,7 @@ def _requeue_audited(
         target=_target(moved),
         reason=reason,
         count=len(moved),
+        executions=moved[:AUDITED_IDS],
         **details,
     )
     return len(moved)
@@ -153,6 +154,7 @@ def cancel(queryset, *, actor, via, reason: str = "") -> int:
         target=_target(ids),
         reason=reason,
         count=cancelled,
+        executions=ids[:AUDITED_IDS],
     )
     return cancelled
 
@@ -208,6 +210,11 @@ def replay_events(queryset, *, actor, via, reason: str = "") -> int:
         count=created,
     )
     return created
+
+
+# An audit entry lists up to this many execution ids in its details (what an execution's
+# timeline reads); a bulk operation keeps all of its own.
+AUDITED_IDS = 1000
 
 
 def _target(ids) -> str:

@@ -240,7 +240,8 @@ def test_the_execution_page_shows_the_event_and_the_attempt_timeline(admin_clien
 
     assert f"/admin/events/event/{shop_new.event.pk}/change/" in page
     assert shop_new.idempotency_key in page
-    assert "attempt-timeline" in page
+    assert "execution-timeline" in page
+    assert "HTTP 422" in page  # the status, on the attempt's line
     for text in ("w-1", "87 ms", "Permanent Error", "HTTPError", "total must be positive"):
         assert text in page
     assert "&quot;status&quot;: 422" in page

@@ -226,3 +226,22 @@ def test_the_lists_say_at_a_glance_what_went_wrong(admin_client, make_execution)
     everything = admin_client.get("/admin/events/event/").content.decode()
     assert re.search(r"bg-red-100[^>]*>\s*failed\s*</span>", everything)  # in red
     assert re.search(r"bg-orange-100[^>]*>\s*waiting\s*</span>", everything)  # in amber
+
+
+def test_an_executions_timeline_shows_attempts_waits_and_operator_acts(
+    admin_client, make_execution
+):
+    execution = make_execution(["permanent", "ok"])
+    engine.run(execution.pk)
+    url = f"/admin/events/execution/{execution.pk}/replay/"
+    admin_client.post(url, {"confirm": "yes", "reason": "the sink is back"})
+    engine.run(execution.pk)
+
+    page = admin_client.get(f"/admin/events/execution/{execution.pk}/change/").content.decode()
+    timeline = page[page.index('id="execution-timeline"') :]
+    kinds = re.findall(r'data-kind="(\w+)"', timeline)
+    assert kinds == ["created", "attempt", "act", "attempt"]
+    assert "replayed" in timeline and "by admin (admin)" in timeline
+    assert "the sink is back" in timeline
+    assert timeline.count("after waiting") == 2
+    assert re.search(r"\+\d+\.\d s", timeline)  # each entry's time since creation
