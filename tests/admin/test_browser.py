@@ -195,15 +195,22 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     assert is_red(mode.value_of_css_property("background-color"))
     shot("03-execution-held")
 
-    # Release the kill switch, then the held execution; it runs and succeeds.
+    # Release the kill switch: the message says so, and the dashboard offers to release
+    # what it held; one click, a reason, and the held execution runs and succeeds.
     browser.get(rt.url + "/admin/")
     browser.find_element(By.ID, "kill-switch-link").click()
     browser.find_element(By.ID, "id_engaged").click()
     browser.find_element(By.ID, "id_new_reason").send_keys("browser test: fixed")
     browser.find_element(By.ID, "id_confirm").click()
     save(browser)
-    browser.get(rt.url + "/admin/events/execution/?status__exact=held")
-    run_action(browser, held[0], "release_held")
+    messages = browser.find_element(By.CLASS_NAME, "messagelist").text
+    assert "Kill switch released: browser test: fixed" in messages
+    prompt = browser.find_element(By.ID, "held-waiting")
+    assert "1 execution still held" in prompt.text
+    shot("04a-release-held-prompt")
+    prompt.find_element(By.ID, "release-held-link").click()
+    assert "Selected: 1 execution(s): 1 held." in browser.find_element(By.ID, "confirm-act").text
+    confirm(browser, "browser test: resume held work")
     assert "released" in browser.find_element(By.CLASS_NAME, "messagelist").text
     rt.wait_for(
         lambda: one(
@@ -220,7 +227,9 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
     shot("04-released-and-succeeded")
 
     # An execution to a host off the allowlist fails at once; find it and replay it.
-    response = rt.post_event({"event_id": "evt_browser_fail", "type": "alert.raised"})
+    response = rt.post_event(
+        {"event_id": "evt_browser_fail", "type": "alert.raised", "incident": {"id": 4711}}
+    )
     assert response.status_code == 202, response.text
     failed = rt.wait_for(
         lambda: one(
@@ -230,9 +239,22 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
             "WHERE e.event_id = 'evt_browser_fail' AND x.status = 'failed'",
         )
     )
-    browser.get(rt.url + "/admin/events/execution/?status__exact=failed")
-    run_action(browser, failed[0], "replay")
-    assert browser.find_element(By.CLASS_NAME, "messagelist").text  # wording may change
+    # Found by a payload field, replayed from its own page with a reason.
+    browser.get(rt.url + "/admin/events/execution/?q=incident.id%3D4711")
+    browser.find_element(By.CSS_SELECTOR, f'a[href*="/execution/{failed[0]}/change/"]').click()
+    assert not browser.find_elements(By.LINK_TEXT, "Delete")  # history is never deleted here
+    browser.find_element(By.ID, "act-replay").click()
+    confirm(browser, "browser test: the host is allowed now")
+    assert (
+        "Reason: browser test: the host is allowed now"
+        in browser.find_element(By.CLASS_NAME, "messagelist").text
+    )
+    entry = one(
+        rt,
+        "SELECT actor, via, reason FROM guardrails_operatoraction "
+        "WHERE action = 'executions.replay'",
+    )
+    assert entry == ("admin", "admin", "browser test: the host is allowed now")
     rt.wait_for(
         lambda: one(
             rt,
@@ -241,7 +263,12 @@ def test_an_operator_runs_the_runtime_from_the_admin(runtime, browser, shot):
         )
     )
     browser.get(rt.url + f"/admin/events/execution/{failed[0]}/change/")
-    shot("05-failed-replayed")
+    timeline = browser.find_element(By.ID, "execution-timeline")
+    kinds = [e.get_attribute("data-kind") for e in timeline.find_elements(By.TAG_NAME, "li")]
+    assert kinds == ["created", "attempt", "act", "attempt"]
+    assert "browser test: the host is allowed now" in timeline.text
+    browser.execute_script("arguments[0].scrollIntoView()", timeline)
+    shot("05-failed-replayed-timeline")
     browser.get(rt.url + "/admin/")
     routes = browser.find_element(By.ID, "failing-routes").text
     assert "alerts-to-blocked-host" in routes
