@@ -12,6 +12,8 @@ def runtime_badge(request) -> dict:
     runtime's status (None for others). Read only when a page renders it, once per page."""
 
     def read():
-        return dashboard.runtime_badge() if may_view_status(request.user) else None
+        return (
+            dashboard.runtime_badge() if may_view_status(getattr(request, "user", None)) else None
+        )
 
     return {"runtime_badge": SimpleLazyObject(read)}
