@@ -6,7 +6,7 @@ cheap on tables with millions of rows. `overview()` is what the admin index show
 
 import datetime
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 from django.utils.html import escape
@@ -155,9 +155,9 @@ def _minute(value: datetime.datetime) -> datetime.datetime:
 
 
 def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
-    """Events accepted and attempts finished per minute over the last `minutes` minutes,
-    oldest first, one row per minute (zero when none). The last row is the current,
-    partial minute. At most `minutes` rows come back from each query."""
+    """Events accepted, attempts finished and attempts failed per minute over the last
+    `minutes` minutes, oldest first, one row per minute (zero when none). The last row is
+    the current, partial minute. At most `minutes` rows come back from each query."""
     now = now or timezone.now()
     current = _minute(now)
     start = current - datetime.timedelta(minutes=minutes - 1)
@@ -170,7 +170,7 @@ def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
     )
     # Execution.finished_at has no index; Attempt.started_at has, and every finished
     # execution ends with a finished attempt.
-    executed = dict(
+    finished = (
         Attempt.objects.filter(
             started_at__gte=start - LONGEST_ATTEMPT,
             started_at__lte=now,
@@ -180,10 +180,13 @@ def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
         .annotate(minute=TruncMinute("finished_at"))
         .order_by()
         .values_list("minute")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("pk"), failed=Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)))
     )
     accepted = {_minute(k): v for k, v in accepted.items() if k}
-    executed = {_minute(k): v for k, v in executed.items() if k}
+    executed, failed = {}, {}
+    for minute, n, n_failed in finished:
+        if minute:
+            executed[_minute(minute)], failed[_minute(minute)] = n, n_failed
     rows = []
     for i in range(minutes):
         minute = start + datetime.timedelta(minutes=i)
@@ -192,6 +195,7 @@ def per_minute(now=None, minutes: int = WINDOW_MINUTES) -> list[dict]:
                 "minute": minute,
                 "accepted": accepted.get(minute, 0),
                 "executed": executed.get(minute, 0),
+                "failed": failed.get(minute, 0),
             }
         )
     return rows
@@ -294,6 +298,7 @@ SERIES = (
     # key, label, colour: mid tones that read on the light and the dark admin theme
     ("accepted", "events accepted", "#3c8dbc"),
     ("executed", "attempts finished", "#e07b00"),
+    ("failed", "attempts failed", "#c62828"),
 )
 
 

@@ -83,7 +83,13 @@ def test_it_buckets_accepted_events_and_finished_attempts_by_minute(source, rout
     attempt(ex, 1, started=started, finished=started + datetime.timedelta(seconds=5))
     # Started before the window, finished inside it: counted in the minute it finished.
     early = minute - datetime.timedelta(minutes=61)
-    attempt(ex, 2, started=early, finished=minute - datetime.timedelta(minutes=58, seconds=50))
+    attempt(
+        ex,
+        2,
+        started=early,
+        finished=minute - datetime.timedelta(minutes=58, seconds=50),
+        outcome="retryable_error",
+    )
     attempt(ex, 3, started=minute, finished=None)  # still running: not counted
 
     rows = dashboard.per_minute(NOW)
@@ -98,6 +104,9 @@ def test_it_buckets_accepted_events_and_finished_attempts_by_minute(source, rout
     assert by_minute[minute - datetime.timedelta(minutes=3)]["executed"] == 1
     assert by_minute[minute - datetime.timedelta(minutes=59)]["executed"] == 1
     assert sum(r["executed"] for r in rows) == 2
+    # Failures on their own line: the retryable error, in the minute it finished.
+    assert by_minute[minute - datetime.timedelta(minutes=59)]["failed"] == 1
+    assert sum(r["failed"] for r in rows) == 1
 
 
 def test_it_reports_how_long_the_oldest_due_execution_has_waited(source, route):
@@ -164,7 +173,7 @@ def test_the_banner_names_the_mode_in_words_and_colour(mode, tone, label):
     assert shown["reason"] == "why <b>"
 
 
-def test_the_chart_is_well_formed_svg_with_both_series_and_a_description(source, route):
+def test_the_chart_is_well_formed_svg_with_every_series_and_a_description(source, route):
     event(source, 1, at=NOW)
 
     svg = dashboard.chart_svg(dashboard.per_minute(NOW))
@@ -174,7 +183,7 @@ def test_the_chart_is_well_formed_svg_with_both_series_and_a_description(source,
     assert root.find(SVG + "title") is not None
     assert "1 events accepted" in root.find(SVG + "desc").text
     classes = {p.get("class") for p in root.iter(SVG + "polyline")}
-    assert classes == {"series-accepted", "series-executed"}
+    assert classes == {"series-accepted", "series-executed", "series-failed"}
     assert all(len(p.get("points").split()) == 60 for p in root.iter(SVG + "polyline"))
     point_titles = [t.text for c in root.iter(SVG + "circle") for t in c.iter(SVG + "title")]
     assert point_titles and "1 events accepted" in point_titles[0]
@@ -255,3 +264,16 @@ def test_staff_without_rights_see_the_normal_index_only(client, staff_without_ri
 
     assert response.status_code == 200
     assert b"runtime-dashboard" not in response.content
+
+
+def test_the_dashboard_colours_trouble_quiets_zeros_and_refreshes_itself(
+    admin_client, source, route
+):
+    ex = execution(event(source, 1, at=ago(minutes=5)), route, status="failed", at=ago(minutes=5))
+    assert ex.status == "failed"
+
+    page = admin_client.get("/admin/").content.decode()
+
+    assert 'class="status-failed"' in page  # a failure in the last day: loud
+    assert 'class="status-succeeded quiet"' in page  # none: quiet
+    assert 'id="runtime-refresh"' in page and "location.reload()" in page
