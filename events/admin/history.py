@@ -476,35 +476,23 @@ class ExecutionAdmin(BigTableAdmin):
             action=admin_action,
         )
 
+    def _list_act(self, request, queryset, action, admin_action: str):
+        selection = acts.list_selection(request)
+        return self._ask_then_apply(
+            request, queryset, action, selection=selection, admin_action=admin_action
+        )
+
     @admin.action(description="Release held executions…", permissions=["operate"])
     def release_held(self, request, queryset):
-        return self._ask_then_apply(
-            request,
-            queryset,
-            BulkAction.RELEASE,
-            selection=acts.list_selection(request),
-            admin_action="release_held",
-        )
+        return self._list_act(request, queryset, BulkAction.RELEASE, "release_held")
 
     @admin.action(description="Replay (same idempotency key)…", permissions=["operate"])
     def replay(self, request, queryset):
-        return self._ask_then_apply(
-            request,
-            queryset,
-            BulkAction.REPLAY,
-            selection=acts.list_selection(request),
-            admin_action="replay",
-        )
+        return self._list_act(request, queryset, BulkAction.REPLAY, "replay")
 
     @admin.action(description="Cancel (queued, retrying or held)…", permissions=["operate"])
     def cancel(self, request, queryset):
-        return self._ask_then_apply(
-            request,
-            queryset,
-            BulkAction.CANCEL,
-            selection=acts.list_selection(request),
-            admin_action="cancel",
-        )
+        return self._list_act(request, queryset, BulkAction.CANCEL, "cancel")
 
     # -- the same acts on one execution's page ----------------------------------------
 
