@@ -118,6 +118,20 @@ def status_label(obj):
     return obj.status
 
 
+OUTCOME_COLOURS = {
+    "succeeded": "success",
+    "retryable_error": "warning",
+    "permanent_error": "danger",
+    "lost": "warning",
+    "dry_run": "info",
+}
+
+
+@display(description="outcome", ordering="outcome", label=OUTCOME_COLOURS)
+def outcome_label(attempt):
+    return attempt.outcome or "running"
+
+
 def relative(moment, now=None) -> str:
     """ "in 12 s", "3 min ago": when, as an operator reads it at a glance."""
     now = now or timezone.now()

@@ -558,7 +558,7 @@ class AttemptAdmin(BigTableAdmin):
         "execution",
         "number",
         "route",
-        "outcome",
+        base.outcome_label,
         "error_class",
         "started_at",
         "duration_ms",

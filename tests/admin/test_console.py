@@ -245,3 +245,12 @@ def test_an_executions_timeline_shows_attempts_waits_and_operator_acts(
     assert "the sink is back" in timeline
     assert timeline.count("after waiting") == 2
     assert re.search(r"\+\d+\.\d s", timeline)  # each entry's time since creation
+
+
+def test_the_attempts_list_colours_each_outcome(admin_client, make_execution):
+    failed = make_execution(["permanent"])
+    engine.run(failed.pk)
+
+    page = admin_client.get("/admin/events/attempt/").content.decode()
+
+    assert re.search(r"bg-red-100[^>]*>\s*permanent_error\s*</span>", page)
