@@ -338,6 +338,9 @@ def _server_errors(log: str) -> list[str]:
     return sorted(errors)
 
 
+FRAMING_HEADERS = {"content-length", "transfer-encoding", "connection", "host"}
+
+
 @pytest.mark.live
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(live):
     # The demo credentials are no secret: show them in the curl commands of a failure.
@@ -366,6 +369,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(liv
         suppress_health_check=list(HealthCheck),
     )
     def fuzz(case, with_credentials):
+        # A made-up Content-Length or Transfer-Encoding breaks the HTTP framing itself:
+        # gunicorn answers it with its own plain-text 400 before the application sees the
+        # request, so such cases test gunicorn's parser, not our contract.
+        for name in list(case.headers or {}):
+            if name.lower() in FRAMING_HEADERS:
+                del case.headers[name]
         headers = DEMO_CREDENTIALS if with_credentials else None
         if (case.path_parameters or {}).get("source") == SIGNED_SOURCE and with_credentials:
             response = _signed_call(case, live.url, session)
