@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from events.observe.stats import workers_summary
 from lib import openapi
-from lib.errors import error_response, read_only
+from lib.errors import error_response, read_only, read_only_405
 from lib.negotiation import AlwaysJson
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ class ApiDocsView(SpectacularSwaggerView):
 
     def http_method_not_allowed(self, request, *args, **kwargs):
         # Its page renderer would answer a 405 in HTML; every endpoint speaks JSON errors.
-        message = f'Method "{request.method}" not allowed.'
-        return error_response(405, "method_not_allowed", message, Allow="GET, HEAD")
+        return read_only_405(request)
 
 
 @read_only

@@ -38,6 +38,12 @@ _DRF_CODES = {
 }
 
 
+def read_only_405(request) -> JsonResponse:
+    """The JSON 405 of an endpoint that answers only GET and HEAD."""
+    message = f'Method "{request.method}" not allowed.'
+    return error_response(405, "method_not_allowed", message, Allow="GET, HEAD")
+
+
 def read_only(view):
     """A plain Django view that answers only GET and HEAD: any other method is a JSON 405.
 
@@ -47,12 +53,7 @@ def read_only(view):
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
         if request.method not in ("GET", "HEAD"):
-            return error_response(
-                405,
-                "method_not_allowed",
-                f'Method "{request.method}" not allowed.',
-                Allow="GET, HEAD",
-            )
+            return read_only_405(request)
         return view(request, *args, **kwargs)
 
     return csrf_exempt(wrapped)
