@@ -212,26 +212,8 @@ class EventAdmin(BigTableAdmin):
             executions = self.admin_site.get_model_admin(Execution)
             answer = executions._ask_then_apply(request, failed, BulkAction.REPLAY)
             return answer if answer is not None else HttpResponseRedirect(page)
-        form = acts.ReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
-        if form.is_bound and form.is_valid():
-            reason = form.cleaned_data["reason"]
-            created = operations.replay_events(
-                Event.objects.filter(pk=event.pk), actor=request.user, via="admin", reason=reason
-            )
-            self.message_user(
-                request, f"Route again: {created} new execution(s) queued. Reason: {reason}"
-            )
-            return HttpResponseRedirect(page)
-        return acts.confirm_page(
-            self,
-            request,
-            title="Route again",
-            lines=[
-                f"Checks {event} against the routes of now (type, sources, filter) and "
-                "creates an execution for each route that takes it and has none yet.",
-            ],
-            form=form,
-        )
+        answer = self._route_again(request, Event.objects.filter(pk=event.pk), what=str(event))
+        return answer if answer is not None else HttpResponseRedirect(page)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         event = self.get_object(request, object_id)
@@ -303,6 +285,12 @@ class EventAdmin(BigTableAdmin):
         permissions=["operate"],
     )
     def route_again(self, request, queryset):
+        return self._route_again(
+            request, queryset, selection=acts.list_selection(request), action="route_again"
+        )
+
+    def _route_again(self, request, queryset, *, what="the selected events", **carried):
+        """Ask for a reason, then route the events again; None once done."""
         form = acts.ReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
         if form.is_bound and form.is_valid():
             reason = form.cleaned_data["reason"]
@@ -313,18 +301,12 @@ class EventAdmin(BigTableAdmin):
                 request, f"Route again: {created} new execution(s) queued. Reason: {reason}"
             )
             return None
+        lines = [
+            f"Checks {what} against the routes of now (type, sources, filter) and creates an "
+            "execution for each route that takes one and has none yet."
+        ]
         return acts.confirm_page(
-            self,
-            request,
-            title="Route again",
-            lines=[
-                "Checks the selected events against the routes of now (type, sources, "
-                "filter) and creates an execution for each route that takes one and has "
-                "none yet.",
-            ],
-            form=form,
-            selection=acts.list_selection(request),
-            action="route_again",
+            self, request, title="Route again", lines=lines, form=form, **carried
         )
 
     @admin.display(description="payload")
