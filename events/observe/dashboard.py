@@ -6,14 +6,16 @@ cheap on tables with millions of rows. `overview()` is what the admin index show
 
 import datetime
 
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
+from django.db.models.fields.json import KT
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from connectors.models import CircuitBreaker
+from connectors.models import CircuitBreaker, Route
 from events.models import (
+    CLAIMABLE_STATUSES,
     Attempt,
     AttemptOutcome,
     Event,
@@ -22,7 +24,7 @@ from events.models import (
     ExecutionStatus,
 )
 from events.observe import stats
-from events.observe.stats import in_flight_by_route, workers_summary
+from events.observe.stats import workers_summary
 from guardrails.models import KillSwitch, Mode, RuntimeState
 
 WINDOW_MINUTES = 60
@@ -244,17 +246,117 @@ def failing_routes(now=None, limit: int = TOP) -> list[dict]:
 
 
 def error_classes(now=None, limit: int = TOP) -> list[dict]:
-    """The error classes of attempts started in the last 24 hours, most frequent first."""
+    """The error classes of attempts started in the last 24 hours with the HTTP status
+    their target answered (None when there was no answer: refused, timed out, unreachable),
+    most frequent first."""
     now = now or timezone.now()
     since = now - datetime.timedelta(hours=24)
-    return [
-        {"error_class": r["error_class"], "count": r["n"]}
-        for r in Attempt.objects.filter(started_at__gte=since)
+    rows = (
+        Attempt.objects.filter(started_at__gte=since)
         .exclude(error_class="")
+        .annotate(http_status=KT("response_summary__status"))
         .order_by()
-        .values("error_class")
+        .values("error_class", "http_status")
         .annotate(n=Count("pk"))
-        .order_by("-n", "error_class")[:limit]
+        .order_by("-n", "error_class", F("http_status").asc(nulls_last=True))[:limit]
+    )
+    return [
+        {
+            "error_class": r["error_class"],
+            "http_status": int(r["http_status"]) if r["http_status"] else None,
+            "count": r["n"],
+        }
+        for r in rows
+    ]
+
+
+def routes_at_work(limit: int = 20) -> list[dict]:
+    """Per route with work: running now (next to its max_in_flight), queued (waiting for a
+    worker) and retrying (waiting for its backoff or a deferral, or due again). The routes
+    with most work first, at most `limit`.
+
+    Two grouped reads of partial indexes: running executions, and claimable ones."""
+    running = Execution.objects.running_by_route()
+    waiting = {
+        r["route_id"]: r
+        for r in Execution.objects.filter(status__in=CLAIMABLE_STATUSES)
+        .order_by()
+        .values("route_id")
+        .annotate(
+            queued=Count("pk", filter=Q(status=ExecutionStatus.QUEUED)),
+            retrying=Count("pk", filter=Q(status=ExecutionStatus.RETRYING)),
+        )
+    }
+    ids = set(running) | set(waiting)
+    rows = []
+    for route in Route.objects.filter(pk__in=ids).only("name", "max_in_flight"):
+        w = waiting.get(route.pk, {})
+        rows.append(
+            {
+                "route_id": route.pk,
+                "route": route.name,
+                "in_flight": running.get(route.pk, 0),
+                "max_in_flight": route.max_in_flight,
+                "queued": w.get("queued", 0),
+                "retrying": w.get("retrying", 0),
+            }
+        )
+    rows.sort(key=lambda r: (-(r["in_flight"] + r["queued"] + r["retrying"]), r["route"]))
+    return rows[:limit]
+
+
+def open_circuits(limit: int = BADGE_NAMES) -> list[dict]:
+    """The circuits not closed, each with how many executions it defers now (retrying
+    because the circuit was open or half open when a worker claimed them)."""
+    circuits = list(
+        CircuitBreaker.objects.not_closed()
+        .select_related("route")
+        .order_by("route_id", "target")[:limit]
+    )
+    deferred: dict[tuple[int, str], int] = {}
+    if circuits:
+        reasons = (
+            Execution.objects.filter(
+                status=ExecutionStatus.RETRYING,
+                route_id__in={c.route_id for c in circuits},
+                status_reason__startswith="circuit ",
+            )
+            .order_by()
+            .values_list("route_id", "status_reason")
+            .annotate(n=Count("pk"))
+        )
+        # The reason ends with "→ <target>" (connectors.circuits.before_call).
+        for route_id, reason, n in reasons:
+            target = reason.rpartition(" → ")[2]
+            deferred[route_id, target] = deferred.get((route_id, target), 0) + n
+    return [
+        {
+            "id": c.pk,
+            "route": c.route.name,
+            "route_id": c.route_id,
+            "target": c.target,
+            "state": c.state,
+            "state_label": c.get_state_display(),
+            "consecutive_failures": c.consecutive_failures,
+            "retry_at": c.retry_at,
+            "deferred": deferred.get((c.route_id, c.target), 0),
+        }
+        for c in circuits
+    ]
+
+
+def engaged_switches(limit: int = BADGE_NAMES) -> list[dict]:
+    """The engaged scoped kill switches: what each holds, who engaged it, when and why."""
+    return [
+        {
+            "id": k.pk,
+            "scope": k.scope,
+            "name": k.name,
+            "reason": k.reason,
+            "changed_by": k.changed_by,
+            "changed_at": k.changed_at,
+        }
+        for k in KillSwitch.objects.engaged().order_by("scope", "name")[:limit]
     ]
 
 
@@ -284,7 +386,9 @@ def overview(now=None) -> dict:
         "oldest_queued_age": age,
         "oldest_queued_text": format_age(age),
         "workers": workers_summary(),
-        "in_flight_by_route": in_flight_by_route(),
+        "routes_at_work": routes_at_work(),
+        "open_circuits": open_circuits(),
+        "engaged_switches": engaged_switches(),
         "failing_routes": failing_routes(now),
         "error_classes": error_classes(now),
     }

@@ -1,6 +1,7 @@
 """The status dashboard on the admin index: what it counts, and who sees it."""
 
 import datetime
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -45,7 +46,9 @@ def execution(evt, route, *, status="queued", at=None, **fields):
     )
 
 
-def attempt(ex, number, *, started, finished=None, outcome="succeeded", error_class=""):
+def attempt(
+    ex, number, *, started, finished=None, outcome="succeeded", error_class="", status=None
+):
     return Attempt.objects.create(
         execution=ex,
         number=number,
@@ -53,6 +56,7 @@ def attempt(ex, number, *, started, finished=None, outcome="succeeded", error_cl
         finished_at=finished,
         outcome=outcome,
         error_class=error_class,
+        response_summary={"status": status, "body": ""} if status else {},
     )
 
 
@@ -151,9 +155,34 @@ def test_it_ranks_failing_routes_and_error_classes(source, route):
         ("orders-to-log", 0, 2),
     ]
     assert classes == [
-        {"error_class": "Refused", "count": 3},
-        {"error_class": "Timeout", "count": 2},
+        {"error_class": "Refused", "http_status": None, "count": 3},
+        {"error_class": "Timeout", "http_status": None, "count": 2},
     ]
+
+
+def test_error_classes_say_which_http_status_the_target_answered(admin_client, source, route):
+    for n, status in enumerate([503, 503, 503, 500, None]):
+        ex = execution(event(source, n, at=ago(minutes=9)), route, status="retrying")
+        attempt(
+            ex,
+            1,
+            started=ago(minutes=8),
+            outcome="retryable_error",
+            error_class="RetryableError",
+            status=status,
+        )
+
+    classes = dashboard.error_classes(NOW)
+    page = admin_client.get("/admin/").content.decode()
+
+    assert classes == [
+        {"error_class": "RetryableError", "http_status": 503, "count": 3},
+        {"error_class": "RetryableError", "http_status": 500, "count": 1},
+        {"error_class": "RetryableError", "http_status": None, "count": 1},
+    ]
+    table = page.split('id="error-classes"')[1].split("</table>")[0]
+    assert '<td>RetryableError</td><td>HTTP 503</td><td class="num">3</td>' in table
+    assert "no response" in table
 
 
 @pytest.mark.parametrize(
@@ -237,12 +266,90 @@ def test_the_dashboard_shows_each_workers_slots_and_what_runs_per_route(
         )
     client.force_login(viewer)
 
+    queued = execution(event(source, 20, at=ago(minutes=1)), route, next_attempt_at=ago(minutes=2))
+    later = timezone.now() + datetime.timedelta(minutes=5)
+    retrying = [
+        execution(
+            event(source, 21 + n, at=ago(minutes=1)),
+            route,
+            status="retrying",
+            next_attempt_at=later,
+        ).pk
+        for n in range(2)
+    ]
+    client.force_login(viewer)
+
     page = client.get("/admin/").content.decode()
 
     assert "5 of 32 in flight, 120 claimed" in page
-    table = page.split('id="in-flight-by-route"')[1].split("</table>")[0]
+    table = page.split('id="routes-at-work"')[1].split("</table>")[0]
     assert route.name in table
-    assert '<td class="num">3</td><td class="num">16</td>' in table
+    # running of max in flight, then queued, then retrying
+    cells = re.findall(r'<td class="num">(.*?)</td>', table)
+    assert [re.sub("<[^>]+>", "", c) for c in cells] == ["3 / 16", "1", "2"]
+    # each number links to those executions
+    for status, expected in (("queued", [queued.pk]), ("retrying", retrying)):
+        link = re.search(rf'href="([^"]+status__exact={status})"', table).group(1)
+        listed = client.get(link.replace("&amp;", "&")).context["cl"].result_list
+        assert sorted(ex.pk for ex in listed) == sorted(expected)
+
+
+def test_the_dashboard_lists_open_circuits_with_what_they_defer_and_engaged_switches(
+    admin_client, operator, source, route
+):
+    from connectors.models import CircuitBreaker
+    from guardrails.killswitch import set_scoped_kill_switch
+
+    CircuitBreaker.objects.create(
+        route=route,
+        target="erp.example:443",
+        state="open",
+        consecutive_failures=5,
+        retry_at=NOW + datetime.timedelta(seconds=40),
+    )
+    CircuitBreaker.objects.create(route=route, target="fine.example:443", state="closed")
+    for n in range(3):
+        execution(
+            event(source, n, at=ago(minutes=2)),
+            route,
+            status="retrying",
+            status_reason=f"circuit open for {route.name} → erp.example:443",
+        )
+    execution(
+        event(source, 7, at=ago(minutes=2)),
+        route,
+        status="retrying",
+        status_reason="rate limit: 10 per minute",
+    )
+    set_scoped_kill_switch(
+        scope="connector",
+        name="log",
+        engaged=True,
+        actor=operator,
+        reason="mail provider down",
+        via="admin",
+    )
+
+    circuits = dashboard.open_circuits()
+    page = admin_client.get("/admin/").content.decode()
+
+    assert [(c["target"], c["state"], c["deferred"]) for c in circuits] == [
+        ("erp.example:443", "open", 3)
+    ]
+    table = page.split('id="open-circuits"')[1].split("</table>")[0]
+    assert "orders-to-log → erp.example:443" in table and "fine.example" not in table
+    assert "Open" in table and re.search(r">3</a></td>", table)
+    switches = page.split('id="engaged-switches"')[1].split("</table>")[0]
+    assert "connector log" in switches
+    assert "mail provider down" in switches and "olivia" in switches
+
+
+def test_the_dashboard_says_when_nothing_holds_work_back(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+
+    assert "Every circuit is closed." in page
+    assert "None engaged." in page
+    assert "Nothing running or waiting." in page
 
 
 def test_an_operator_sees_the_kill_switch_reason_on_a_red_banner(client, operator):
