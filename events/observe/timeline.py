@@ -5,7 +5,9 @@ released, replayed, cancelled: who and why), oldest first."""
 import json
 from dataclasses import dataclass, field
 
-from events.models import BulkOperation, Execution
+from django.utils import timezone
+
+from events.models import BulkOperation, Execution, ExecutionStatus
 from guardrails.models import OperatorAction
 
 ACTS = {
@@ -16,6 +18,8 @@ ACTS = {
 # Operator acts looked at: the newest this many since the execution was created.
 ACTS_READ = 500
 ATTEMPTS_SHOWN = 200
+# Holds looked for: one per release (and one while held now), the newest this many.
+HOLDS_READ = 20
 
 
 @dataclass
@@ -38,7 +42,14 @@ class Entry:
 
 def _seconds(delta) -> str:
     value = delta.total_seconds()
+    if value < 0:
+        return f"-{_seconds(-delta)}"
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _offset(at, created) -> str:
+    text = _seconds(at - created)
+    return text if text.startswith("-") else f"+{text}"
 
 
 def _pretty(value) -> str:
@@ -60,6 +71,42 @@ def _acts(execution: Execution) -> list[OperatorAction]:
         if execution.pk in (ids or []):
             found.append(entry)
     return found
+
+
+def _switches(execution: Execution) -> list[str]:
+    """The audit targets of the kill switches that can hold this execution."""
+    route = execution.route
+    return [
+        "global",
+        f"source:{execution.event.source.name}",
+        f"route:{route.name}",
+        f"connector:{route.connector}",
+    ]
+
+
+def _holds(execution: Execution, acts: list[OperatorAction]) -> list[OperatorAction]:
+    """The kill-switch engagements that held this execution: for each time it was
+    released, and for now if it is held, the newest engagement before it of a switch that
+    can hold it (global, its source's, route's or connector's). The execution itself
+    records no hold; the audit log has who engaged the switch and why."""
+    ends = [a.at for a in acts if a.action == "executions.release"]
+    if execution.status == ExecutionStatus.HELD:
+        ends.append(timezone.now())
+    if not ends:
+        return []
+    switches = _switches(execution)
+    found = {}
+    for end in sorted(ends)[-HOLDS_READ:]:
+        engaged = (
+            OperatorAction.objects.filter(
+                action="kill_switch.engage", target__in=switches, at__lte=end
+            )
+            .order_by("-at")
+            .first()
+        )
+        if engaged is not None:
+            found[engaged.pk] = engaged
+    return list(found.values())
 
 
 def timeline(execution: Execution) -> list[Entry]:
@@ -85,7 +132,7 @@ def timeline(execution: Execution) -> list[Entry]:
                 at=attempt.started_at,
                 kind="attempt",
                 title=f"attempt {attempt.number}",
-                offset=f"+{_seconds(attempt.started_at - created)}",
+                offset=_offset(attempt.started_at, created),
                 waited=_seconds(attempt.started_at - previous_end),
                 outcome=attempt.get_outcome_display() or "running",
                 http_status=summary.get("status"),
@@ -97,16 +144,34 @@ def timeline(execution: Execution) -> list[Entry]:
             )
         )
         previous_end = attempt.finished_at or attempt.started_at
-    for act in _acts(execution):
+    acts = _acts(execution)
+    for act in acts:
         entries.append(
             Entry(
                 at=act.at,
                 kind="act",
                 title=ACTS[act.action],
-                offset=f"+{_seconds(act.at - created)}",
+                offset=_offset(act.at, created),
                 actor=act.actor,
                 reason=act.reason,
                 details={"via": act.via},
+            )
+        )
+    for engaged in _holds(execution, acts):
+        switch = (
+            "the kill switch"
+            if engaged.target == "global"
+            else ("the kill switch of " + engaged.target.replace(":", " ", 1))
+        )
+        entries.append(
+            Entry(
+                at=engaged.at,
+                kind="act",
+                title=f"held: {switch} engaged",
+                offset=_offset(engaged.at, created),
+                actor=engaged.actor,
+                reason=engaged.reason,
+                details={"via": engaged.via},
             )
         )
     return sorted(entries, key=lambda e: (e.at, e.kind != "created"))

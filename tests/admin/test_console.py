@@ -254,3 +254,55 @@ def test_the_attempts_list_colours_each_outcome(admin_client, make_execution):
     page = admin_client.get("/admin/events/attempt/").content.decode()
 
     assert re.search(r"bg-red-100[^>]*>\s*permanent_error\s*</span>", page)
+
+
+def test_the_timeline_says_who_held_an_execution_and_why_before_its_release(
+    admin_client, make_execution
+):
+    execution = make_execution(["ok"])
+    set_kill_switch(engaged=True, actor="alice", reason="erp migration", via="cli")
+    engine.run(execution.pk)  # the worker holds it: the switch is engaged
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.HELD
+    page_url = f"/admin/events/execution/{execution.pk}/change/"
+
+    held = admin_client.get(page_url).content.decode()
+    held = held[held.index('id="execution-timeline"') :]
+    assert re.findall(r'data-kind="(\w+)"', held) == ["created", "act"]
+    assert "held: the kill switch engaged" in held
+    assert "by alice (cli)" in held and "erp migration" in held
+
+    set_kill_switch(engaged=False, actor="alice", reason="migration done", via="cli")
+    admin_client.post(
+        f"/admin/events/execution/{execution.pk}/release/",
+        {"confirm": "yes", "reason": "resume orders"},
+    )
+    engine.run(execution.pk)
+
+    page = admin_client.get(page_url).content.decode()
+    timeline = page[page.index('id="execution-timeline"') :]
+    kinds = re.findall(r'data-kind="(\w+)"', timeline)
+    titles = re.findall(r"<b>([^<]+)</b>", timeline)
+    assert kinds == ["created", "act", "act", "attempt"]
+    assert titles[:4] == ["created", "held: the kill switch engaged", "released", "attempt 1"]
+    assert "erp migration" in timeline and "resume orders" in timeline
+
+
+def test_the_timeline_names_the_scoped_switch_that_holds_an_execution(
+    admin_client, make_execution
+):
+    from guardrails.killswitch import set_scoped_kill_switch
+
+    execution = make_execution(["ok"])
+    other = make_execution(["ok"])
+    for route, reason in ((other.route, "not this one"), (execution.route, "vendor outage")):
+        set_scoped_kill_switch(
+            scope="route", name=route.name, engaged=True, actor="bob", reason=reason, via="cli"
+        )
+    engine.run(execution.pk)
+
+    page = admin_client.get(f"/admin/events/execution/{execution.pk}/change/").content.decode()
+    timeline = page[page.index('id="execution-timeline"') :]
+
+    assert f"held: the kill switch of route {execution.route.name} engaged" in timeline
+    assert "vendor outage" in timeline and "not this one" not in timeline
