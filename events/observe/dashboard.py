@@ -461,10 +461,9 @@ def chart_svg(series: list[dict]) -> SafeString:
         f'<text x="{LEFT - 36}" y="{TOP_MARGIN - 12}" text-anchor="start">per minute</text>',
         "</g>",
     ]
-    # Legend, top right: colour and words.
-    lx = LEFT + plot_w - 300
+    # Legend, along the top: colour and words.
     for i, (key, label, colour) in enumerate(SERIES):
-        ox = lx + i * 160
+        ox = LEFT + 60 + i * 180
         out.append(
             f'<g class="legend-{key}"><rect x="{ox}" y="6" width="12" height="12" '
             f'style="fill: {colour}"/><text x="{ox + 18}" y="16" font-size="12" '

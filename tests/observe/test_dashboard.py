@@ -216,6 +216,15 @@ def test_the_chart_is_well_formed_svg_with_every_series_and_a_description(source
     assert all(len(p.get("points").split()) == 60 for p in root.iter(SVG + "polyline"))
     point_titles = [t.text for c in root.iter(SVG + "circle") for t in c.iter(SVG + "title")]
     assert point_titles and "1 events accepted" in point_titles[0]
+    # Every series has a legend entry inside the picture (none cut off at the right).
+    width = float(root.get("viewBox").split()[2])
+    legend = {
+        g.get("class"): g for g in root.iter(SVG + "g") if "legend" in (g.get("class") or "")
+    }
+    assert set(legend) == {"legend-accepted", "legend-executed", "legend-failed"}
+    for g in legend.values():
+        text = g.find(SVG + "text")
+        assert float(text.get("x")) + 7 * len(text.text) <= width, text.text
 
 
 def test_the_chart_escapes_its_text():
