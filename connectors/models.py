@@ -1,3 +1,5 @@
+import hashlib
+import json
 import random
 from dataclasses import dataclass, field
 
@@ -57,6 +59,16 @@ class RouteCheck:
 
 
 MAX_SOURCES = 100
+# A rendered ordering key longer than this is stored as its SHA-256 (still one key each).
+MAX_ORDERING_KEY = 200
+
+
+class OnFailure(models.TextChoices):
+    BLOCK = "block"
+    """A dead-lettered execution holds back the rest of its key until an operator replays
+    or cancels it."""
+    SKIP = "skip"
+    """A dead-lettered execution lets the rest of its key go on."""
 
 
 class Route(models.Model):
@@ -101,6 +113,21 @@ class Route(models.Model):
         "one slow or hanging destination cannot take every worker's slots. Raise it for a "
         "busy route to a fast API (docs/engine.md).",
     )
+    ordering_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Run its executions with the same key one at a time, in the order their "
+        "events were received, for example {{ event.data.order.id }}. Empty, or a field "
+        "the event lacks: unordered (docs/workflows.md).",
+    )
+    on_failure = models.CharField(
+        max_length=max(len(v) for v in OnFailure.values),
+        choices=OnFailure.choices,
+        default=OnFailure.BLOCK,
+        help_text="With an ordering key: what a failed (dead-lettered) or blocked execution "
+        "does to the rest of its key. block: they wait until an operator replays or cancels "
+        "it. skip: they go on.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,6 +146,10 @@ class Route(models.Model):
             models.CheckConstraint(
                 condition=models.Q(max_in_flight__gte=1),
                 name="connectors_route_max_in_flight_gte_1",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(on_failure__in=OnFailure.values),
+                name="connectors_route_on_failure_valid",
             ),
         ]
 
@@ -162,6 +193,23 @@ class Route(models.Model):
             return RouteCheck(False, "filter", [f"its stored filter cannot be read: {exc}"])
         reasons = compiled.explain(subject) if compiled is not None else []
         return RouteCheck(not reasons, "filter" if reasons else "", reasons)
+
+    def key_for(self, scope: dict) -> str:
+        """The ordering key of an event's execution: the rendered template as text ("" for
+        a route without one, or when the event lacks the field: unordered). `scope` is
+        templating.event_namespace(...)."""
+        if not self.ordering_key:
+            return ""
+        try:
+            value = templating.render_string(self.ordering_key, scope)
+        except templating.MissingField:
+            return ""
+        if value is None:
+            return ""
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        if len(text) > MAX_ORDERING_KEY:
+            return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        return text
 
     def retry_delay(self, attempt: int, *, rng=random) -> float:
         """Seconds to wait after failed try number `attempt` (1-based): full jitter."""
@@ -210,6 +258,12 @@ class Route(models.Model):
             filters.check(self.filter)
         except filters.FilterError as exc:
             raise InvalidRoute(f"filter: {exc}") from None
+        try:
+            templating.check_event_template(self.ordering_key or "")
+        except ValueError as exc:
+            raise InvalidRoute(f"ordering_key: {exc}") from None
+        if self.on_failure not in OnFailure.values:
+            raise InvalidRoute(f"on_failure: one of {', '.join(OnFailure.values)}")
 
     def clean_scope(self) -> None:
         """The form's check of sources and filter: each message on its own field."""

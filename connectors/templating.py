@@ -31,19 +31,32 @@ class MissingField(PermanentError):
     pass
 
 
-def namespace(context: ExecutionContext) -> dict:
-    payload = context.payload if isinstance(context.payload, dict) else {}
-    event = {
-        **payload,
-        "id": context.event_id,
-        "event_id": context.event_id,
-        "type": context.event_type,
-        "payload": context.payload,
-        "headers": context.headers,
-        "received_at": context.received_at,
-    }
+def event_namespace(*, event_id, event_type, payload, headers, received_at) -> dict:
+    """The names under `event` (see the module's docstring), for templates rendered from
+    the event alone: a route's ordering key at ingest."""
+    fields = payload if isinstance(payload, dict) else {}
     return {
-        "event": event,
+        "event": {
+            **fields,
+            "id": event_id,
+            "event_id": event_id,
+            "type": event_type,
+            "payload": payload,
+            "headers": headers,
+            "received_at": received_at,
+        }
+    }
+
+
+def namespace(context: ExecutionContext) -> dict:
+    return {
+        **event_namespace(
+            event_id=context.event_id,
+            event_type=context.event_type,
+            payload=context.payload,
+            headers=context.headers,
+            received_at=context.received_at,
+        ),
         "execution": {"idempotency_key": context.idempotency_key, "attempt": context.attempt},
     }
 
@@ -116,6 +129,17 @@ def check_syntax(value) -> None:
         if not _PATH.match(path) or path.split(".")[0] not in ("event", "execution"):
             raise ValueError(
                 f"Placeholder {{{{ {path} }}}} must be a dotted path under `event` or `execution`."
+            )
+
+
+def check_event_template(template: str) -> None:
+    """Raise ValueError unless every placeholder of `template` is a dotted path under
+    `event` (a template rendered before any execution exists, such as an ordering key)."""
+    for path in placeholders(template):
+        if not _PATH.match(path) or path.split(".")[0] != "event":
+            raise ValueError(
+                f"Placeholder {{{{ {path} }}}} must be a dotted path under `event`, "
+                "such as {{ event.data.order.id }}."
             )
 
 

@@ -9,7 +9,8 @@ from django import forms
 from django.db import connections, models, transaction
 from django.utils import timezone
 
-from connectors.models import Route
+from connectors import templating
+from connectors.models import OnFailure, Route
 from guardrails.config import WatchedQuerySet
 from lib import filters
 
@@ -372,6 +373,16 @@ class Event(models.Model):
             data=self.payload, headers=self.headers, source=self.source.name, event_type=self.type
         )
 
+    def template_scope(self) -> dict:
+        """The names under `event` that route templates see (connectors.templating)."""
+        return templating.event_namespace(
+            event_id=self.event_id,
+            event_type=self.type,
+            payload=self.payload,
+            headers=self.headers,
+            received_at=self.received_at.isoformat() if self.received_at else None,
+        )
+
 
 class SignedBody(models.Model):
     """A body a source signed over alone (GitHub, Shopify), by its SHA-256, and the event
@@ -442,6 +453,13 @@ REPLAYABLE_STATUSES = [
 ]
 CANCELLABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
 RELEASABLE_STATUSES = [ExecutionStatus.HELD]
+# Ordering keys (docs/workflows.md): an execution with a key in one of these holds back
+# the later ones of its route and key; a running one holds back every other one.
+KEY_WAITING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
+# ... and in one of these too, when its route's on_failure is `block`; an operator replays
+# or cancels it to let the rest go (a failed one with a key may be cancelled).
+KEY_DEAD_STATUSES = [ExecutionStatus.FAILED, ExecutionStatus.BLOCKED]
+KEY_HOLDING_STATUSES = [ExecutionStatus.RUNNING, *KEY_WAITING_STATUSES, *KEY_DEAD_STATUSES]
 
 
 class ExecutionQuerySet(models.QuerySet):
@@ -458,6 +476,14 @@ class ExecutionQuerySet(models.QuerySet):
     def running(self):
         """Claimed by a worker: in flight, or its worker died and the lease has not expired."""
         return self.filter(status=ExecutionStatus.RUNNING)
+
+    def cancellable(self):
+        """What cancel stops: not started (queued, retrying, held); and, with an ordering
+        key, dead (failed, blocked), so that the rest of its key may go on."""
+        return self.filter(
+            models.Q(status__in=CANCELLABLE_STATUSES)
+            | (models.Q(status__in=KEY_DEAD_STATUSES) & ~models.Q(ordering_key=""))
+        )
 
     def due(self, now=None):
         """Claimable now: queued or retrying, and next_attempt_at has come (the partial
@@ -518,6 +544,14 @@ class Execution(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    ordering_key = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Its route's ordering key rendered for its event: executions of one route "
+        "with the same key run one at a time, in the order they were created. Empty: "
+        "unordered.",
+    )
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -536,6 +570,13 @@ class Execution(models.Model):
                 condition=~models.Q(status=ExecutionStatus.RUNNING)
                 | (models.Q(lease_expires_at__isnull=False) & ~models.Q(lease_owner="")),
                 name="events_execution_running_has_lease",
+            ),
+            # One running execution per route and ordering key, whatever the claim query
+            # does: the database refuses a second.
+            models.UniqueConstraint(
+                fields=["route", "ordering_key"],
+                condition=models.Q(status=ExecutionStatus.RUNNING) & ~models.Q(ordering_key=""),
+                name="events_execution_one_running_per_key",
             ),
         ]
         indexes = [
@@ -561,6 +602,12 @@ class Execution(models.Model):
                 name="events_execution_running_idx",
                 condition=models.Q(status=ExecutionStatus.RUNNING),
             ),
+            # Ordering keys: what holds back an execution of a key (claims.HEAD).
+            models.Index(
+                fields=["route", "ordering_key", "created_at"],
+                name="events_execution_key_idx",
+                condition=models.Q(status__in=KEY_HOLDING_STATUSES) & ~models.Q(ordering_key=""),
+            ),
         ]
 
     def __str__(self):
@@ -574,7 +621,8 @@ class Execution(models.Model):
     def new(
         cls, event, route, *, now, status=ExecutionStatus.QUEUED, reason: str = ""
     ) -> "Execution":
-        """A new execution of `route` for `event`, due at once (not saved yet)."""
+        """A new execution of `route` for `event`, due at once (not saved yet), with its
+        ordering key rendered from the event."""
         return cls(
             event=event,
             route=route,
@@ -584,7 +632,28 @@ class Execution(models.Model):
             created_at=now,
             updated_at=now,
             next_attempt_at=now,
+            ordering_key=route.key_for(event.template_scope()) if route.ordering_key else "",
         )
+
+    def holder(self) -> "Execution | None":
+        """The execution that holds this one back under its ordering key now, or None: a
+        running one of its key, else the earliest earlier one still waiting (or dead, when
+        its route's on_failure is block). The rule is events.engine.claims.HEAD's."""
+        if not self.ordering_key:
+            return None
+        same_key = Execution.objects.filter(
+            route_id=self.route_id, ordering_key=self.ordering_key
+        ).exclude(pk=self.pk)
+        running = same_key.filter(status=ExecutionStatus.RUNNING).order_by("created_at").first()
+        if running is not None:
+            return running
+        holding = list(KEY_WAITING_STATUSES)
+        if self.route.on_failure == OnFailure.BLOCK:
+            holding += KEY_DEAD_STATUSES
+        earlier = models.Q(created_at__lt=self.created_at) | models.Q(
+            created_at=self.created_at, pk__lt=self.pk
+        )
+        return same_key.filter(earlier, status__in=holding).order_by("created_at", "pk").first()
 
 
 class AttemptOutcome(models.TextChoices):

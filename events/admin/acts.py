@@ -38,10 +38,14 @@ VERBS = {
 }
 
 
-def one_row_acts(status: str) -> list[str]:
+def one_row_acts(execution) -> list[str]:
     """The acts an execution in this status offers on its page (a replay of a succeeded
     one is offered too: the page asks before it runs the work again)."""
-    return [act for act in VERBS if status in bulk.eligible_statuses(act, force=True)]
+    return [
+        act
+        for act in VERBS
+        if bulk.is_eligible(act, execution.status, execution.ordering_key, force=True)
+    ]
 
 
 def list_selection(request) -> dict:

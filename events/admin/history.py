@@ -349,6 +349,7 @@ class ExecutionAdmin(BigTableAdmin):
         "route",
         "status",
         "status_reason",
+        "key_line",
         "attempts",
         "total_attempts",
         "idempotency_key",
@@ -374,6 +375,22 @@ class ExecutionAdmin(BigTableAdmin):
     def last_error_short(self, obj):
         text = obj.last_error.strip().splitlines()[0] if obj.last_error.strip() else ""
         return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(text).chars(60))
+
+    @admin.display(description="ordering key")
+    def key_line(self, obj):
+        """Its key, and which execution it waits behind (or that it is at the head)."""
+        if obj is None or not obj.ordering_key:
+            return "— (unordered)"
+        holder = obj.holder()
+        if holder is None:
+            return format_html("<code>{}</code>: next in line", obj.ordering_key)
+        return format_html(
+            '<code>{}</code>: waiting behind <a href="{}">execution {}</a> ({})',
+            obj.ordering_key,
+            reverse("admin:events_execution_change", args=[holder.pk]),
+            holder.pk,
+            holder.status,
+        )
 
     @admin.display(description="next attempt", ordering="next_attempt_at")
     def next_attempt(self, obj):
@@ -525,7 +542,7 @@ class ExecutionAdmin(BigTableAdmin):
                     "label": acts.VERBS[act][0],
                     "url": reverse(f"admin:events_execution_{act}", args=[execution.pk]),
                 }
-                for act in acts.one_row_acts(execution.status)
+                for act in acts.one_row_acts(execution)
             ]
         extra = {**(extra_context or {}), "acts": offered}
         return super().change_view(request, object_id, form_url, extra_context=extra)

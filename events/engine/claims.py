@@ -15,6 +15,13 @@ One claim is one transaction (the worker's; see worker.py) of four statements:
 On SQLite the transaction is `BEGIN IMMEDIATE`, so claims are serialised by the write
 lock and the counts are exact there too. `max_in_flight` therefore holds exactly, across
 any number of workers and hosts.
+
+Ordering keys (docs/workflows.md): an execution with a key is claimable only at the head
+of its key (HEAD below): when none of its route and key is running, and none created
+before it is still waiting (queued, retrying, held) or, under `on_failure: block`, dead
+(failed, blocked). The claim's UPDATE checks that on the rows as they are before it, so
+one statement never takes two of a key; a partial unique index refuses a second running
+one whatever happens.
 """
 
 import datetime
@@ -22,11 +29,17 @@ import heapq
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
-from events.models import CLAIMABLE_STATUSES, Execution, ExecutionStatus
+from connectors.models import OnFailure
+from events.models import (
+    CLAIMABLE_STATUSES,
+    KEY_HOLDING_STATUSES,
+    KEY_WAITING_STATUSES,
+    Execution,
+    ExecutionStatus,
+)
 
 
 def lease_seconds() -> int:
@@ -52,22 +65,54 @@ def _when(value: datetime.datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-_CLAIMABLE = ", ".join(f"'{s}'" for s in CLAIMABLE_STATUSES)
+def _listed(statuses) -> str:
+    return ", ".join(f"'{s}'" for s in statuses)
+
+
+_CLAIMABLE = _listed(CLAIMABLE_STATUSES)
 _TABLE = Execution._meta.db_table
 _ROUTES = "connectors_route"
 
 
+def head(e: str) -> str:
+    """SQL that is true when the execution row `e` (a table alias) may run now under its
+    ordering key: it has none, or nothing of its route and key holds it back. Served by
+    the partial index events_execution_key_idx (its conditions are repeated here so the
+    planner can use it)."""
+    earlier = (
+        f"(p.created_at < {e}.created_at OR (p.created_at = {e}.created_at AND p.id < {e}.id))"
+    )
+    blocks = (
+        f"EXISTS (SELECT 1 FROM {_ROUTES} q WHERE q.id = {e}.route_id "  # noqa: S608
+        f"AND q.on_failure = '{OnFailure.BLOCK}')"
+    )
+    return (
+        f"({e}.ordering_key = '' OR NOT EXISTS (SELECT 1 FROM {_TABLE} p "  # noqa: S608
+        f"WHERE p.route_id = {e}.route_id AND p.ordering_key = {e}.ordering_key "
+        f"AND p.ordering_key <> '' AND p.status IN ({_listed(KEY_HOLDING_STATUSES)}) "
+        f"AND p.id <> {e}.id AND (p.status = '{ExecutionStatus.RUNNING}' OR ({earlier} "
+        f"AND (p.status IN ({_listed(KEY_WAITING_STATUSES)}) OR {blocks})))))"
+    )
+
+
 def due_exists(now=None) -> bool:
     """Is any execution claimable now? A read of the partial index: the idle poll, which
-    takes no lock (on SQLite, not the write lock either)."""
-    return Execution.objects.due(now).exists()
+    takes no lock (on SQLite, not the write lock either). Executions waiting behind
+    another of their ordering key are not claimable."""
+    sql = (
+        f"SELECT 1 FROM {_TABLE} e WHERE e.status IN ({_CLAIMABLE}) "  # noqa: S608
+        f"AND e.next_attempt_at <= %s AND {head('e')} LIMIT 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_when(now or timezone.now())])
+        return cursor.fetchone() is not None
 
 
 def _routes_with_due_work(now, cap: int) -> list[tuple[int, int, int]]:
     """(route id, max_in_flight, due count up to cap) for routes with due executions."""
     due = (
         f"SELECT 1 FROM {_TABLE} e WHERE e.route_id = r.id AND e.status IN ({_CLAIMABLE}) "  # noqa: S608
-        "AND e.next_attempt_at <= %s LIMIT %s"
+        f"AND e.next_attempt_at <= %s AND {head('e')} LIMIT %s"
     )
     if connection.vendor == "postgresql":
         sql = (
@@ -117,7 +162,7 @@ def _claim_rows(plan: dict[int, int], *, owner: str, now) -> list[int]:
     )
     pick = (
         f"SELECT e.id FROM {_TABLE} e WHERE e.route_id = {{route}} "  # noqa: S608
-        f"AND e.status IN ({_CLAIMABLE}) AND e.next_attempt_at <= %s "
+        f"AND e.status IN ({_CLAIMABLE}) AND e.next_attempt_at <= %s AND {head('e')} "
         "ORDER BY e.next_attempt_at LIMIT {take}"
     )
     params: list = [owner, _when(expires), _when(now)]
@@ -176,19 +221,19 @@ def claim_batch(*, owner: str, slots: int, concurrency: int, local: dict, now=No
 
 def claim_one(execution_id: int, *, owner: str, now=None) -> bool:
     """Lease this one execution if it is claimable now (for running it in-process:
-    tests and one-off use). It does not wait for room under max_in_flight. Returns
-    False if another worker claimed it first, or it is not claimable now."""
+    tests and one-off use). It does not wait for room under max_in_flight, but does wait
+    its turn under its ordering key. Returns False if another worker claimed it first, or
+    it is not claimable now."""
     now = now or timezone.now()
-    return (
-        Execution.objects.due(now)
-        .filter(pk=execution_id)
-        .update(
-            status=ExecutionStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + datetime.timedelta(seconds=lease_seconds()),
-            attempts=F("attempts") + 1,
-            total_attempts=F("total_attempts") + 1,
-            updated_at=now,
-        )
-        == 1
+    expires = now + datetime.timedelta(seconds=lease_seconds())
+    sql = (
+        f"UPDATE {_TABLE} SET status = '{ExecutionStatus.RUNNING}', lease_owner = %s, "  # noqa: S608
+        "lease_expires_at = %s, attempts = attempts + 1, "
+        "total_attempts = total_attempts + 1, updated_at = %s "
+        f"WHERE id = %s AND status IN ({_CLAIMABLE}) AND next_attempt_at <= %s "
+        f"AND {head(_TABLE)}"
     )
+    params = [owner, _when(expires), _when(now), execution_id, _when(now)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1

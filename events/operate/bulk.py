@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from events.models import (
     CANCELLABLE_STATUSES,
+    KEY_DEAD_STATUSES,
     RELEASABLE_STATUSES,
     BulkAction,
     BulkOperation,
@@ -58,13 +59,22 @@ def eligible_statuses(action: str, *, force: bool = False) -> list[str]:
     raise ValueError(f"unknown bulk action {action!r}")
 
 
+def is_eligible(action: str, status: str, ordering_key: str = "", *, force: bool = True) -> bool:
+    """Whether the action changes an execution in this status (with this ordering key)."""
+    if action == BulkAction.CANCEL and ordering_key and status in KEY_DEAD_STATUSES:
+        return True
+    return status in eligible_statuses(action, force=force)
+
+
+def _eligible(queryset, action: str, *, force: bool = False):
+    if action == BulkAction.CANCEL:
+        return queryset.cancellable()
+    return queryset.filter(status__in=eligible_statuses(action, force=force))
+
+
 def eligible_ids(queryset, action: str, *, force: bool = False, limit: int | None = None):
     """Ids of the executions in `queryset` the action would change now, in id order."""
-    ids = (
-        queryset.filter(status__in=eligible_statuses(action, force=force))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    ids = _eligible(queryset, action, force=force).order_by("pk").values_list("pk", flat=True)
     return list(ids[:limit] if limit is not None else ids)
 
 
@@ -85,16 +95,15 @@ class Plan:
 
 def plan(queryset, action: str) -> Plan:
     """How many of the selected executions the action would change, by status."""
-    statuses = list(queryset.order_by().values_list("status", flat=True)[: BULK_MAX + 1])
-    by_status = dict(Counter(statuses).most_common())
-    eligible = eligible_statuses(action, force=True)
+    rows = list(queryset.order_by().values_list("status", "ordering_key")[: BULK_MAX + 1])
+    by_status = dict(Counter(status for status, _ in rows).most_common())
     succeeded = by_status.get(ExecutionStatus.SUCCEEDED, 0) if action == BulkAction.REPLAY else 0
     return Plan(
         action=action,
         by_status=by_status,
-        eligible=sum(n for status, n in by_status.items() if status in eligible),
+        eligible=sum(1 for status, key in rows if is_eligible(action, status, key)),
         succeeded=succeeded,
-        more=len(statuses) > BULK_MAX,
+        more=len(rows) > BULK_MAX,
     )
 
 

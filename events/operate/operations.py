@@ -9,7 +9,6 @@ from django.utils import timezone
 from connectors.models import Route
 from events.engine import wake
 from events.models import (
-    CANCELLABLE_STATUSES,
     RELEASABLE_STATUSES,
     REPLAYABLE_STATUSES,
     Event,
@@ -135,17 +134,23 @@ def cancel_ids(ids, *, note: str) -> int:
     now = timezone.now()
     cancelled = 0
     for start in range(0, len(ids), CHUNK):
-        cancelled += Execution.objects.filter(
-            pk__in=ids[start : start + CHUNK], status__in=CANCELLABLE_STATUSES
-        ).update(
-            status=ExecutionStatus.CANCELLED, status_reason=note, finished_at=now, updated_at=now
+        cancelled += (
+            Execution.objects.filter(pk__in=ids[start : start + CHUNK])
+            .cancellable()
+            .update(
+                status=ExecutionStatus.CANCELLED,
+                status_reason=note,
+                finished_at=now,
+                updated_at=now,
+            )
         )
     return cancelled
 
 
 def cancel(queryset, *, actor, via, reason: str = "") -> int:
-    """Cancel executions that have not started (queued, retrying, held). Returns how many."""
-    ids = _ids(queryset.filter(status__in=CANCELLABLE_STATUSES))
+    """Cancel executions that have not started (queued, retrying, held), and dead ones
+    (failed, blocked) that hold back their ordering key. Returns how many."""
+    ids = _ids(queryset.cancellable())
     cancelled = cancel_ids(ids, note=f"cancelled by {audit.actor_name(actor)}")
     audit.record(
         actor=actor,

@@ -9,11 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Sink:
     """Records each request; answers from `script`, a list of statuses or of dicts
-    {"status": 503, "delay": 2.0, "headers": {"Retry-After": "1"}}, in turn; then 200."""
+    {"status": 503, "delay": 2.0, "headers": {"Retry-After": "1"}}, in turn; then 200.
+    `by_event` scripts the requests whose JSON body has that `event_id` the same way, in
+    turn, before `script` is looked at."""
 
     def __init__(self):
         self.requests: list[dict] = []
         self.script: list = []
+        self.by_event: dict[str, list] = {}
         self.lock = threading.Lock()
         sink = self
 
@@ -22,12 +25,16 @@ class Sink:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with sink.lock:
-                    step = sink.script.pop(0) if sink.script else 200
-                    step = step if isinstance(step, dict) else {"status": step}
                     try:
                         parsed = json.loads(body) if body else None
                     except ValueError:
                         parsed = body.decode(errors="replace")
+                    own = parsed.get("event_id") if isinstance(parsed, dict) else None
+                    if sink.by_event.get(own):
+                        step = sink.by_event[own].pop(0)
+                    else:
+                        step = sink.script.pop(0) if sink.script else 200
+                    step = step if isinstance(step, dict) else {"status": step}
                     sink.requests.append(
                         {
                             "method": self.command,
