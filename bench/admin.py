@@ -1,19 +1,23 @@
-"""How fast the admin's events, executions and attempts pages are on 1,000,000 events.
+"""How fast the admin's events, executions, attempts and routes pages are on 1,000,000 events.
 
-Creates its own PostgreSQL database (on the server named by BENCH_PG_URL, dropped at the
-end), migrates it, fills it with SQL (`INSERT ... SELECT generate_series`, not the ORM),
-starts gunicorn on 127.0.0.1, logs in as a superuser it creates, and times each list and
-detail page over HTTP: one warm-up request, then the median and max of --runs requests.
-Prints a markdown table with the 300 ms goal and the git commit.
+Creates its own database (a PostgreSQL database on the server named by BENCH_PG_URL, or a
+SQLite file; removed at the end), migrates it, fills it with SQL (`INSERT ... SELECT` over
+a series, not the ORM), adds idle routes so the routes list has a page of them, starts
+gunicorn on 127.0.0.1, logs in as a superuser it creates, and times each list and detail
+page over HTTP: one warm-up request, then the median and max of --runs requests. Prints a
+markdown table with the 300 ms goal and the git commit.
 
-    .venv/bin/python bench/admin.py                     # 1,000,000 events
+    .venv/bin/python bench/admin.py                     # 1,000,000 events, PostgreSQL
     .venv/bin/python bench/admin.py --events 100000     # quicker
+    .venv/bin/python bench/admin.py --db both --events 100000
 """
 
 import argparse
 import http.client
+import json
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -96,11 +100,90 @@ WHERE x.status IN ('succeeded', 'failed') AND x.id %% %(every)s = 0
 """
 
 
-def fill(rt: Runtime, n: int, attempt_every: int):
-    import psycopg
+# The same rows for SQLite: a recursive series, printf for the keys, and two
+# multiplicative hashes of the event number in place of hashtext.
+SQLITE_FILL_EVENTS = """
+WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :n),
+     s AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM events_source),
+     t AS (SELECT value AS name, key AS k FROM json_each(:types))
+INSERT INTO events_event (id, source_id, event_id, type, status, status_reason, payload,
+                          headers, body_hash, received_at, conflicts)
+SELECT printf('%032x', i), s.id, 'evt_' || i, t.name,
+       CASE WHEN i % 97 = 0 THEN 'held' WHEN i % 89 = 0 THEN 'unrouted' ELSE 'accepted' END,
+       '',
+       json_object('event_id', 'evt_' || i, 'type', t.name,
+                   'data', json_object('total', i % 1000, 'currency', 'EUR')),
+       '{"content-type": "application/json", "x-api-key": "[redacted]"}',
+       printf('%064x', i),
+       strftime('%Y-%m-%d %H:%M:%f', :now, '-' || (i * 2) || ' seconds'),
+       0
+FROM seq
+JOIN s ON s.k = i % (SELECT count(*) FROM events_source)
+JOIN t ON t.k = (i * 7) % (SELECT count(*) FROM t)
+"""
 
+SQLITE_FILL_EXECUTIONS = """
+WITH r AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM connectors_route),
+     e AS (SELECT id, status, received_at, CAST(substr(event_id, 5) AS INTEGER) AS i
+           FROM events_event)
+INSERT INTO events_execution (event_id, route_id, status, status_reason, attempts,
+    total_attempts, idempotency_key, created_at, updated_at, next_attempt_at,
+    lease_owner, lease_expires_at, finished_at, last_error)
+SELECT e.id, r.id,
+       CASE WHEN e.status = 'held' THEN 'held'
+            WHEN (e.i * 2654435761) % 1000003 % 20 = 0 THEN 'failed'
+            WHEN (e.i * 2654435761) % 1000003 % 50 = 1 THEN 'cancelled'
+            ELSE 'succeeded' END,
+       '', 1, 1, printf('%032x', e.i), e.received_at, e.received_at, e.received_at,
+       '', NULL, strftime('%Y-%m-%d %H:%M:%f', e.received_at, '+0.05 seconds'), ''
+FROM e JOIN r ON r.k = (e.i * 40503) % 65521 % (SELECT count(*) FROM r)
+"""
+
+SQLITE_FILL_ATTEMPTS = """
+INSERT INTO events_attempt (execution_id, number, worker, started_at, finished_at, outcome,
+    error_class, error_message, response_summary, duration_ms)
+SELECT x.id, 1, 'bench-worker-' || (x.id % 4),
+       strftime('%Y-%m-%d %H:%M:%f', x.created_at, '+0.01 seconds'),
+       strftime('%Y-%m-%d %H:%M:%f', x.created_at, '+0.05 seconds'),
+       CASE x.status WHEN 'failed' THEN 'permanent_error' ELSE 'succeeded' END,
+       CASE x.status WHEN 'failed' THEN 'HTTPError' ELSE '' END,
+       CASE x.status WHEN 'failed' THEN '422 Unprocessable Entity' ELSE '' END,
+       json_object('status', CASE x.status WHEN 'failed' THEN 422 ELSE 200 END),
+       40
+FROM events_execution x
+WHERE x.status IN ('succeeded', 'failed') AND x.id % :every = 0
+"""
+
+# Routes with no executions, so the routes list shows a page of them: http routes (a
+# target host each, a sealed secret header), some with an open circuit or a kill switch.
+IDLE_ROUTES = """
+from connectors.models import CircuitBreaker, Route
+from guardrails.killswitch import set_scoped_kill_switch
+for i in range({n}):
+    route = Route.objects.create(
+        name=f"bench-api-{{i:03}}", event_type=f"bench.{{i}}", connector="http",
+        action="post", sources=["bench-1", "bench-2"] if i % 2 else [],
+        filter={{"data": {{"total": {{"$gte": i}}}}}} if i % 3 else {{}},
+        params={{"url": f"https://api-{{i}}.bench.example/hook",
+                 "headers": {{"Authorization": "Bearer bench-token"}}}},
+    )
+    if i % 7 == 0:
+        CircuitBreaker.objects.create(route=route, target=f"api-{{i}}.bench.example",
+                                      state="open", consecutive_failures=5)
+    if i % 11 == 0:
+        set_scoped_kill_switch(scope="route", name=route.name, engaged=True,
+                               actor="bench", reason="bench", via="cli")
+"""
+
+
+def fill(rt: Runtime, n: int, attempt_every: int):
     rt.manage("shell", "-c", SETUP.format(sources=SOURCES))
     now = datetime.now(UTC)
+    if rt.kind == "sqlite":
+        fill_sqlite(rt, n, attempt_every, now)
+        return
+    import psycopg
+
     with psycopg.connect(rt.env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("SET statement_timeout = '15min'")
         conn.execute("SET maintenance_work_mem = '256MB'")
@@ -113,6 +196,34 @@ def fill(rt: Runtime, n: int, attempt_every: int):
             rows = conn.execute(sql, params).rowcount
             print(f"  {rows:>9,} {name} in {time.monotonic() - started:5.1f} s", flush=True)
         conn.execute("VACUUM ANALYZE")
+
+
+def fill_sqlite(rt: Runtime, n: int, attempt_every: int, now: datetime):
+    # Django keeps SQLite datetimes as UTC text ("2025-06-01 12:00:00.123456"); strftime's
+    # %f writes milliseconds, which sort and compare the same way.
+    start = now.strftime("%Y-%m-%d %H:%M:%S")
+    conn = sqlite3.connect(rt.db_path, isolation_level=None)
+    try:
+        for name, sql, params in (
+            ("events", SQLITE_FILL_EVENTS, {"types": json.dumps(TYPES), "now": start, "n": n}),
+            ("executions", SQLITE_FILL_EXECUTIONS, {}),
+            ("attempts", SQLITE_FILL_ATTEMPTS, {"every": attempt_every}),
+        ):
+            started = time.monotonic()
+            before = conn.total_changes  # rowcount is -1 for a statement opening with WITH
+            conn.execute(sql, params)
+            rows = conn.total_changes - before
+            print(f"  {rows:>9,} {name} in {time.monotonic() - started:5.1f} s", flush=True)
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
+def add_idle_routes(rt: Runtime, total: int):
+    """Routes up to `total`, beside the ones the executions were spread over."""
+    have = rt.query("SELECT count(*) FROM connectors_route")[0][0]
+    if total > have:
+        rt.manage("shell", "-c", IDLE_ROUTES.format(n=total - have))
 
 
 class Browser:
@@ -177,6 +288,9 @@ def pages(rt: Runtime) -> list[tuple[str, str]]:
         "lt": str(today + timedelta(days=1)),
     }
     ev, ex, at = "/admin/events/event/", "/admin/events/execution/", "/admin/events/attempt/"
+    routes = rt.query("SELECT count(*) FROM connectors_route")[0][0]
+    # What the routes list links a route's failures to: its failed executions since a day ago.
+    day_ago = (datetime.now(UTC) - timedelta(hours=24)).replace(microsecond=0).isoformat()
 
     def q(base, **params):
         return f"{base}?{urlencode(params)}" if params else base
@@ -202,6 +316,11 @@ def pages(rt: Runtime) -> list[tuple[str, str]]:
         ("attempts by route", q(at, execution__route__id__exact=route)),
         ("attempts, past 7 days", q(at, started_at__gte=week["gte"], started_at__lt=week["lt"])),
         ("attempts, search event id", q(at, q=event_id)),
+        (f"routes ({routes})", "/admin/connectors/route/"),
+        (
+            "executions by route, failed, last 24 h",
+            q(ex, route__id__exact=route, status__exact="failed", created_at__gte=day_ago),
+        ),
         ("event detail", f"{ev}{event_pk}/change/"),
         ("execution detail", f"{ex}{execution_pk}/change/"),
     ]
@@ -235,12 +354,31 @@ def main():
         default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
         help="a PostgreSQL server on 127.0.0.1; a new database is created there and dropped",
     )
+    parser.add_argument(
+        "--routes",
+        type=int,
+        default=50,
+        help="routes on the routes list: the 6 the executions are spread over, then idle "
+        "ones (default: %(default)r)",
+    )
+    parser.add_argument("--db", choices=["postgres", "sqlite", "both"], default="postgres")
     args = parser.parse_args()
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    slow = []
+    for kind in kinds:
+        slow += bench(kind, args)
+    return 1 if slow else 0
 
+
+def bench(kind: str, args) -> list[str]:
+    """Fill a fresh database of this kind, time every page, print the table; the names
+    of the pages that missed the goal."""
     env = {"DJANGO_SUPERUSER_PASSWORD": PASSWORD, "WEB_CONCURRENCY": "2"}
-    with Runtime("postgres", pg_admin_url=args.pg_url, env=env) as rt:
-        print(f"filling {args.events:,} events into {rt._pg_db} ...", flush=True)
+    with Runtime(kind, pg_admin_url=args.pg_url, env=env) as rt:
+        where = rt._pg_db if kind == "postgres" else rt.db_path
+        print(f"filling {args.events:,} events into {where} ...", flush=True)
         fill(rt, args.events, args.attempt_every)
+        add_idle_routes(rt, args.routes)
         rt.manage("createsuperuser", "--noinput", "--username", USER, "--email", "b@example.com")
         rt.start_gunicorn(workers=2)
         browser = Browser(rt.port)
@@ -264,8 +402,9 @@ def main():
             )
             print(f"  {name}: {median:.0f} ms", file=sys.stderr, flush=True)
 
+        database = {"postgres": "PostgreSQL", "sqlite": "SQLite"}[kind]
         print()
-        print(f"Admin pages on PostgreSQL, {args.events:,} events, 1 execution each; ", end="")
+        print(f"Admin pages on {database}, {args.events:,} events, 1 execution each; ", end="")
         print(
             f"median and max of {args.runs} requests after one warm-up, gunicorn 2 sync workers."
         )
@@ -278,7 +417,7 @@ def main():
         problems = rt.log_problems()
         if problems:
             print(f"log lines with errors: {problems}")
-        return 1 if slow else 0
+        return slow
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class RouteForm(forms.ModelForm):
             "max_in_flight",
             "backoff_base_seconds",
             "backoff_cap_seconds",
+            "ordering_key",
+            "on_failure",
         )
 
     # What a stored secret looks like in the parameters editor: a hint, never the value.
@@ -147,36 +149,57 @@ class RouteForm(forms.ModelForm):
             yield from cls._leaves(item, (*path, key))
 
 
-@admin.register(Route)
 class RouteAdmin(ModelAdmin):
+    """The route's form, its own columns and its read-only page. Registered by
+    `events.admin.routes`, whose subclass adds the columns that need the executions (a
+    connector imports no events module): the routes list is a triage list."""
+
     form = RouteForm
-    list_display = (
-        "name",
-        "event_type",
-        "scope",
-        "filtered",
-        "connector",
-        "action",
-        "enabled",
-        "dry_run",
-        "max_attempts",
-        "max_in_flight",
-    )
+    list_display = ("name", "takes", "sends_to", "enabled", "dry_run")
     list_filter = ("enabled", "dry_run", "connector")
     search_fields = ("name", "event_type")
 
-    @admin.display(description="sources")
-    def scope(self, obj):
-        return ", ".join(obj.sources) if obj.sources else "every source"
+    # Room for the triage columns in 1400 px: longer values are cut, and whole in the title.
+    SHOWN_CHARS = 28
 
-    @admin.display(description="filter")
-    def filtered(self, obj):
-        if not obj.filter:
-            return "—"
-        text = json.dumps(obj.filter, ensure_ascii=False, sort_keys=True)
+    @classmethod
+    def _cut(cls, text: str, tag: str = "span"):
+        shown = text[: cls.SHOWN_CHARS] + ("…" if len(text) > cls.SHOWN_CHARS else "")
+        return format_html('<{} title="{}">{}</{}>', tag, text, shown, tag)
+
+    @admin.display(description="takes", ordering="event_type")
+    def takes(self, obj):
+        """Which events it takes, a line each: the type, the sources, the filter."""
+        sources = ", ".join(obj.sources) if obj.sources else "every source"
+        lines = [
+            format_html("<div>{}</div>", obj.event_type),
+            format_html('<div class="route-quiet">from {}</div>', self._cut(sources)),
+        ]
+        if obj.filter:
+            text = json.dumps(obj.filter, ensure_ascii=False, sort_keys=True)
+            lines.append(format_html("<div>{}</div>", self._cut(text, "code")))
+        return format_html_join("", "{}", ((line,) for line in lines))
+
+    @admin.display(description="sends to", ordering="connector")
+    def sends_to(self, obj):
+        """The target host its calls go to, over its connector and action."""
         return format_html(
-            "<code title='{}'>{}</code>", text, text[:60] + ("…" if len(text) > 60 else "")
+            '<div>{}</div><div class="route-quiet">{}.{}</div>',
+            self.target_host(obj),
+            obj.connector,
+            obj.action,
         )
+
+    @staticmethod
+    def target_host(obj) -> str:
+        """Where its calls go, as its circuits are keyed: the host of a URL, never its
+        path, query or a secret. "—" for a connector with no target or one that cannot
+        be worked out (an unknown connector, parameters it cannot read)."""
+        try:
+            target = registry.get(obj.connector).target(obj.action, obj.params)
+        except Exception:  # any connector's bug or odd params: the list still opens
+            target = ""
+        return target if target and isinstance(target, str) else "—"
 
     def get_fields(self, request, obj=None):
         # Read-only pages render params from the model, sealed markers and all: show the
@@ -221,7 +244,7 @@ class CircuitBreakerAdmin(ModelAdmin):
         "retry_at",
         "updated_at",
     )
-    list_filter = (CircuitStateFilter, "route__connector")
+    list_filter = (CircuitStateFilter, "route", "route__connector")
     list_select_related = ("route",)
     readonly_fields = (
         "route",

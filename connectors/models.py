@@ -320,11 +320,26 @@ class CircuitState(models.TextChoices):
     """The cool-down ended: one probe call is let through to test the target."""
 
 
+# Worst first: what a route with several circuits (one per target) is shown as.
+CIRCUIT_SEVERITY = [CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.CLOSED]
+
+
 class CircuitBreakerQuerySet(models.QuerySet):
     def not_closed(self):
         """Circuits that stop calls (open) or let one probe through (half open); a partial
         index holds exactly these."""
         return self.exclude(state=CircuitState.CLOSED)
+
+    def worst_by_route(self) -> dict[int, str]:
+        """{route id: the worst state of its circuits} (CIRCUIT_SEVERITY) for the routes in
+        this queryset's rows with a circuit not closed; a route missing has every circuit
+        closed, or none yet. Reads the partial index of circuits not closed."""
+        worst: dict[int, str] = {}
+        for route_id, state in self.not_closed().order_by().values_list("route_id", "state"):
+            shown = worst.get(route_id, CircuitState.CLOSED)
+            if CIRCUIT_SEVERITY.index(state) < CIRCUIT_SEVERITY.index(shown):
+                worst[route_id] = state
+        return worst
 
 
 class CircuitBreaker(models.Model):

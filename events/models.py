@@ -460,6 +460,8 @@ KEY_WAITING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, Execut
 # or cancels it to let the rest go (a failed one with a key may be cancelled).
 KEY_DEAD_STATUSES = [ExecutionStatus.FAILED, ExecutionStatus.BLOCKED]
 KEY_HOLDING_STATUSES = [ExecutionStatus.RUNNING, *KEY_WAITING_STATUSES, *KEY_DEAD_STATUSES]
+# The two ends the routes list counts per route: the action done, and the dead letter.
+SUCCEEDED_OR_FAILED = [ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED]
 
 
 class ExecutionQuerySet(models.QuerySet):
@@ -499,6 +501,21 @@ class ExecutionQuerySet(models.QuerySet):
         return dict(
             self.running().order_by().values_list("route_id").annotate(n=models.Count("pk"))
         )
+
+    def succeeded_and_failed_by_route(self, since) -> dict[int, dict[str, int]]:
+        """{route id: {status: n}} of the executions created at or after `since` that
+        succeeded or failed (SUCCEEDED_OR_FAILED), for the routes in this queryset's rows; a
+        status with none is missing. One grouped query, whatever the number of routes."""
+        rows = (
+            self.filter(status__in=SUCCEEDED_OR_FAILED, created_at__gte=since)
+            .order_by()
+            .values_list("route_id", "status")
+            .annotate(n=models.Count("pk"))
+        )
+        found: dict[int, dict[str, int]] = {}
+        for route_id, status, n in rows:
+            found.setdefault(route_id, {})[status] = n
+        return found
 
     def expired(self, now=None):
         """Running with a lease that has run out: its worker stopped answering."""

@@ -337,6 +337,11 @@ def test_an_operator_routes_by_content_and_sees_where_each_event_went(runtime, b
     save(browser)
     assert "big-charges" in browser.find_element(By.ID, "result_list").text
     shot("02-routes")
+    # The routes list fits the 1400 px window beside the sidebar: no column off screen.
+    right = browser.execute_script(
+        "return document.getElementById('result_list').getBoundingClientRect().right"
+    )
+    assert right <= browser.execute_script("return window.innerWidth")
 
     # Two charges: only the big one runs the route.
     for event_id, amount in (("ch_big", 25000), ("ch_small", 500)):

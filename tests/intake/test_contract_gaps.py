@@ -103,6 +103,7 @@ ROUTE_FORM = {
     "max_in_flight": 16,
     "backoff_base_seconds": 2,
     "backoff_cap_seconds": 600,
+    "on_failure": "block",
 }
 
 

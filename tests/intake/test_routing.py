@@ -266,6 +266,7 @@ ROUTE_FORM = {
     "max_in_flight": 16,
     "backoff_base_seconds": 2,
     "backoff_cap_seconds": 600,
+    "on_failure": "block",
 }
 
 
@@ -499,3 +500,17 @@ def test_a_route_saved_with_null_sources_and_filter_listens_to_everything(client
     route = add_route("all", sources=None, filter=None)
     assert (route.sources, route.filter) == ([], {})
     assert routes_run(deliver(client, api_source("shop"), "e1")) == {"all"}
+
+
+def test_the_admin_saves_an_ordering_key_and_refuses_one_it_cannot_render(admin_client):
+    bad = {**ROUTE_FORM, "ordering_key": "{{ execution.attempt }}"}
+    page = admin_client.post("/admin/connectors/route/add/", bad)
+    assert page.status_code == 200
+    assert "must be a dotted path under `event`" in page.content.decode()
+    assert not Route.objects.exists()
+
+    good = {**ROUTE_FORM, "ordering_key": "{{ event.data.order.id }}", "on_failure": "skip"}
+    page = admin_client.post("/admin/connectors/route/add/", good)
+    assert page.status_code == 302, page.content.decode()[:2000]
+    route = Route.objects.get()
+    assert (route.ordering_key, route.on_failure) == ("{{ event.data.order.id }}", "skip")

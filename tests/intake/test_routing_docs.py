@@ -69,6 +69,7 @@ def test_each_example_can_be_saved_from_the_admin_and_the_tester_agrees(
         "max_in_flight": 16,
         "backoff_base_seconds": 2,
         "backoff_cap_seconds": 600,
+        "on_failure": "block",
     }
     page = admin_client.post("/admin/connectors/route/add/", form)
     assert page.status_code == 302, page.content.decode()[:3000]
