@@ -52,6 +52,8 @@ class RouteForm(forms.ModelForm):
             "backoff_cap_seconds",
             "ordering_key",
             "on_failure",
+            "requires_approval",
+            "approval_timeout",
         )
 
     # What a stored secret looks like in the parameters editor: a hint, never the value.

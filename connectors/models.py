@@ -128,6 +128,17 @@ class Route(models.Model):
         "does to the rest of its key. block: they wait until an operator replays or cancels "
         "it. skip: they go on.",
     )
+    requires_approval = models.BooleanField(
+        default=False,
+        help_text="Its executions wait for an operator to approve them before they run "
+        "(docs/workflows.md, Approval).",
+    )
+    approval_timeout = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="With requires_approval: an execution not approved within this long ends "
+        "expired (for example 24:00:00). Empty: it waits until an operator acts.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -193,6 +204,10 @@ class Route(models.Model):
             return RouteCheck(False, "filter", [f"its stored filter cannot be read: {exc}"])
         reasons = compiled.explain(subject) if compiled is not None else []
         return RouteCheck(not reasons, "filter" if reasons else "", reasons)
+
+    def approval_deadline(self, now):
+        """When an execution created (or replayed) at `now` expires unapproved, or None."""
+        return now + self.approval_timeout if self.approval_timeout else None
 
     def key_for(self, scope: dict) -> str:
         """The ordering key of an event's execution: the rendered template as text ("" for
@@ -264,6 +279,8 @@ class Route(models.Model):
             raise InvalidRoute(f"ordering_key: {exc}") from None
         if self.on_failure not in OnFailure.values:
             raise InvalidRoute(f"on_failure: one of {', '.join(OnFailure.values)}")
+        if self.approval_timeout is not None and self.approval_timeout.total_seconds() <= 0:
+            raise InvalidRoute("approval_timeout: a positive duration, or empty for none")
 
     def clean_scope(self) -> None:
         """The form's check of sources and filter: each message on its own field."""

@@ -429,6 +429,12 @@ class ExecutionStatus(models.TextChoices):
     """An operator cancelled it."""
     DRY_RUN = "dry_run"
     """Ran in dry-run mode: the connector described what it would do; nothing was done."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Its route requires approval: it waits for an operator to approve or reject it."""
+    REJECTED = "rejected"
+    """An operator rejected it; it never ran. The reason is recorded."""
+    EXPIRED = "expired"
+    """Not approved within its route's approval_timeout; it never ran."""
 
 
 # The groups of execution statuses the code asks about, in one place.
@@ -440,9 +446,11 @@ FINISHED_STATUSES = [
     ExecutionStatus.FAILED,
     ExecutionStatus.CANCELLED,
     ExecutionStatus.DRY_RUN,
+    ExecutionStatus.REJECTED,
+    ExecutionStatus.EXPIRED,
 ]
 # Work left to do, or waiting for an operator: retention never touches these.
-UNFINISHED_STATUSES = [*PENDING_STATUSES, ExecutionStatus.HELD]
+UNFINISHED_STATUSES = [*PENDING_STATUSES, ExecutionStatus.HELD, ExecutionStatus.AWAITING_APPROVAL]
 # What replay picks up (succeeded ones only when forced), cancel stops, release lets go.
 REPLAYABLE_STATUSES = [
     ExecutionStatus.FAILED,
@@ -450,12 +458,22 @@ REPLAYABLE_STATUSES = [
     ExecutionStatus.CANCELLED,
     ExecutionStatus.BLOCKED,
     ExecutionStatus.HELD,
+    ExecutionStatus.REJECTED,
+    ExecutionStatus.EXPIRED,
 ]
+# Awaiting approval is not cancellable: an operator rejects it, with a reason.
 CANCELLABLE_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
 RELEASABLE_STATUSES = [ExecutionStatus.HELD]
+# What approve and reject act on (docs/workflows.md, "Approval").
+APPROVABLE_STATUSES = [ExecutionStatus.AWAITING_APPROVAL]
 # Ordering keys (docs/workflows.md): an execution with a key in one of these holds back
 # the later ones of its route and key; a running one holds back every other one.
-KEY_WAITING_STATUSES = [ExecutionStatus.QUEUED, ExecutionStatus.RETRYING, ExecutionStatus.HELD]
+KEY_WAITING_STATUSES = [
+    ExecutionStatus.QUEUED,
+    ExecutionStatus.RETRYING,
+    ExecutionStatus.HELD,
+    ExecutionStatus.AWAITING_APPROVAL,
+]
 # ... and in one of these too, when its route's on_failure is `block`; an operator replays
 # or cancels it to let the rest go (a failed one with a key may be cancelled).
 KEY_DEAD_STATUSES = [ExecutionStatus.FAILED, ExecutionStatus.BLOCKED]
@@ -470,6 +488,15 @@ class ExecutionQuerySet(models.QuerySet):
 
     def held(self):
         return self.filter(status=ExecutionStatus.HELD)
+
+    def awaiting_approval(self):
+        """Waiting for an operator to approve or reject them."""
+        return self.filter(status=ExecutionStatus.AWAITING_APPROVAL)
+
+    def approval_expired(self, now=None):
+        """Awaiting approval past their deadline (expires_at): what the expiry sweep ends.
+        Served by the partial index events_execution_expiry_idx."""
+        return self.awaiting_approval().filter(expires_at__lte=now or timezone.now())
 
     def pending(self):
         """Not finished: what the worker and the reaper look at."""
@@ -569,6 +596,12 @@ class Execution(models.Model):
         "with the same key run one at a time, in the order they were created. Empty: "
         "unordered.",
     )
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Awaiting approval: it ends expired if not approved by this time (its "
+        "route's approval_timeout). Empty: it waits until an operator acts.",
+    )
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -625,6 +658,12 @@ class Execution(models.Model):
                 name="events_execution_key_idx",
                 condition=models.Q(status__in=KEY_HOLDING_STATUSES) & ~models.Q(ordering_key=""),
             ),
+            # Awaiting approval: the expiry sweep, the dashboard's count and oldest wait.
+            models.Index(
+                fields=["expires_at"],
+                name="events_execution_expiry_idx",
+                condition=models.Q(status=ExecutionStatus.AWAITING_APPROVAL),
+            ),
         ]
 
     def __str__(self):
@@ -639,12 +678,18 @@ class Execution(models.Model):
         cls, event, route, *, now, status=ExecutionStatus.QUEUED, reason: str = ""
     ) -> "Execution":
         """A new execution of `route` for `event`, due at once (not saved yet), with its
-        ordering key rendered from the event."""
+        ordering key rendered from the event. A queued one of a route that requires
+        approval awaits approval instead, until its route's approval_timeout from now."""
+        expires_at = None
+        if status == ExecutionStatus.QUEUED and route.requires_approval:
+            status, reason = ExecutionStatus.AWAITING_APPROVAL, "awaiting approval"
+            expires_at = route.approval_deadline(now)
         return cls(
             event=event,
             route=route,
             status=status,
             status_reason=reason,
+            expires_at=expires_at,
             idempotency_key=cls.new_idempotency_key(),
             created_at=now,
             updated_at=now,
@@ -786,6 +831,10 @@ class BulkAction(models.TextChoices):
     """Cancel what has not started."""
     RELEASE = "release"
     """Queue held executions again."""
+    APPROVE = "approve"
+    """Queue executions awaiting approval: they run through the normal path."""
+    REJECT = "reject"
+    """End executions awaiting approval as rejected: they never run."""
 
 
 class BulkStatus(models.TextChoices):
