@@ -679,9 +679,11 @@ class Execution(models.Model):
     ) -> "Execution":
         """A new execution of `route` for `event`, due at once (not saved yet), with its
         ordering key rendered from the event. A queued one of a route that requires
-        approval awaits approval instead, until its route's approval_timeout from now."""
+        approval awaits approval instead, until its route's approval_timeout from now; so
+        does a held one (the kill switch was engaged): once approved, the claim holds it
+        while the switch stays engaged, so a held execution has always been approved."""
         expires_at = None
-        if status == ExecutionStatus.QUEUED and route.requires_approval:
+        if status in (ExecutionStatus.QUEUED, ExecutionStatus.HELD) and route.requires_approval:
             status, reason = ExecutionStatus.AWAITING_APPROVAL, "awaiting approval"
             expires_at = route.approval_deadline(now)
         return cls(

@@ -1,6 +1,7 @@
-"""Operator acts from the admin (replay, cancel, release, route again), on a selection or on
-one row's page: each asks for a reason, shows what it will do, and asks again before it
-re-runs work that succeeded. The rules are events.operate's; this only asks and tells."""
+"""Operator acts from the admin (replay, cancel, release, approve, reject, route again), on
+a selection or on one row's page: each asks for a reason, shows what it will do, and asks
+again before it re-runs work that succeeded. The rules are events.operate's; this only asks
+and tells."""
 
 from django import forms
 from django.contrib import admin
@@ -35,6 +36,8 @@ VERBS = {
     BulkAction.REPLAY: ("Replay", "run again with the same idempotency key", "queued again"),
     BulkAction.CANCEL: ("Cancel", "stop before they run", "cancelled"),
     BulkAction.RELEASE: ("Release", "queue again now", "released"),
+    BulkAction.APPROVE: ("Approve", "queue to run now (guardrails still apply)", "approved"),
+    BulkAction.REJECT: ("Reject", "end as rejected, never run", "rejected"),
 }
 
 

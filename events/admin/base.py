@@ -110,6 +110,9 @@ STATUS_COLOURS = {
     "unrouted": "warning",
     "cancelled": "",
     "dry_run": "info",
+    "awaiting_approval": "warning",
+    "rejected": "danger",
+    "expired": "",
 }
 
 

@@ -343,7 +343,7 @@ class ExecutionAdmin(BigTableAdmin):
         "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
     )
     ordering = ("-created_at",)
-    actions = ["release_held", "replay", "cancel"]
+    actions = ["approve", "reject", "release_held", "replay", "cancel"]
     readonly_fields = (
         "event",
         "route",
@@ -359,6 +359,7 @@ class ExecutionAdmin(BigTableAdmin):
         "lease_owner",
         "lease_expires_at",
         "finished_at",
+        "expires_at",
         "last_error",
         "timeline",
     )
@@ -480,6 +481,14 @@ class ExecutionAdmin(BigTableAdmin):
         return self._ask_then_apply(
             request, queryset, action, selection=selection, admin_action=admin_action
         )
+
+    @admin.action(description="Approve (awaiting approval)…", permissions=["operate"])
+    def approve(self, request, queryset):
+        return self._list_act(request, queryset, BulkAction.APPROVE, "approve")
+
+    @admin.action(description="Reject (awaiting approval)…", permissions=["operate"])
+    def reject(self, request, queryset):
+        return self._list_act(request, queryset, BulkAction.REJECT, "reject")
 
     @admin.action(description="Release held executions…", permissions=["operate"])
     def release_held(self, request, queryset):

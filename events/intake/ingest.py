@@ -209,19 +209,15 @@ def _store(event: Event, routes, execution_status, reason: str, digest) -> Inges
             ):
                 raise _Replay
             if event.status != EventStatus.BLOCKED and routes:
-                _insert(
-                    [
-                        Execution.new(
-                            event,
-                            route,
-                            now=event.received_at,
-                            status=execution_status,
-                            reason=reason,
-                        )
-                        for route in routes
-                    ]
-                )
-                if execution_status == ExecutionStatus.QUEUED:
+                executions = [
+                    Execution.new(
+                        event, route, now=event.received_at, status=execution_status, reason=reason
+                    )
+                    for route in routes
+                ]
+                _insert(executions)
+                # Those awaiting approval wait for an operator, not for a worker.
+                if any(e.status == ExecutionStatus.QUEUED for e in executions):
                     # After the commit: a worker cannot look before the rows exist.
                     wake.notify_after_commit()
             return IngestResult(outcome=event.status, event=event)

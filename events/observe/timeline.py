@@ -1,6 +1,6 @@
 """An execution's history as one timeline: its creation, each attempt (when, after how
 long a wait, what it sent and got back, once) and what operators did to it (held,
-released, replayed, cancelled: who and why), oldest first."""
+released, replayed, cancelled, approved, rejected: who and why), oldest first."""
 
 import json
 from dataclasses import dataclass, field
@@ -14,6 +14,8 @@ ACTS = {
     "executions.replay": "replayed",
     "executions.release": "released",
     "executions.cancel": "cancelled",
+    "executions.approve": "approved",
+    "executions.reject": "rejected",
 }
 # Operator acts looked at: the newest this many since the execution was created.
 ACTS_READ = 500

@@ -1,4 +1,5 @@
-"""Replay, cancel and release held on many executions: inline when few, by a worker when many.
+"""Replay, cancel, release held, approve and reject on many executions: inline when few, by
+a worker when many.
 
 Up to ADMIN_BULK_THRESHOLD executions the action runs in the request, through
 events.operate.operations as always. Above it a BulkOperation row keeps the selection (the ids it
@@ -16,6 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from events.models import (
+    APPROVABLE_STATUSES,
     CANCELLABLE_STATUSES,
     KEY_DEAD_STATUSES,
     RELEASABLE_STATUSES,
@@ -41,7 +43,11 @@ AUDIT_ACTIONS = {
     BulkAction.REPLAY: "executions.replay",
     BulkAction.CANCEL: "executions.cancel",
     BulkAction.RELEASE: "executions.release",
+    BulkAction.APPROVE: "executions.approve",
+    BulkAction.REJECT: "executions.reject",
 }
+# These need a reason (operations.required_reason), checked before anything is stored.
+NEED_REASON = (BulkAction.APPROVE, BulkAction.REJECT)
 
 
 class TooMany(Exception):
@@ -56,6 +62,8 @@ def eligible_statuses(action: str, *, force: bool = False) -> list[str]:
         return list(CANCELLABLE_STATUSES)
     if action == BulkAction.RELEASE:
         return list(RELEASABLE_STATUSES)
+    if action in (BulkAction.APPROVE, BulkAction.REJECT):
+        return list(APPROVABLE_STATUSES)
     raise ValueError(f"unknown bulk action {action!r}")
 
 
@@ -113,8 +121,11 @@ def apply(
     """Apply an action to the executions in `queryset`, audited with `reason`.
 
     Returns how many changed when it ran inline, or the BulkOperation a worker will run
-    when more than ADMIN_BULK_THRESHOLD are eligible. Raises TooMany above BULK_MAX.
+    when more than ADMIN_BULK_THRESHOLD are eligible. Raises TooMany above BULK_MAX, and
+    ReasonRequired for an approval or a rejection without a reason.
     """
+    if action in NEED_REASON:
+        reason = operations.required_reason(reason)
     ids = eligible_ids(queryset, action, force=force, limit=BULK_MAX + 1)
     if len(ids) > BULK_MAX:
         raise TooMany(f"more than {BULK_MAX:,} executions; narrow the selection")
@@ -127,6 +138,10 @@ def apply(
         return operations.replay(chosen, actor=actor, via=via, force=force, reason=reason)
     if action == BulkAction.CANCEL:
         return operations.cancel(chosen, actor=actor, via=via, reason=reason)
+    if action == BulkAction.APPROVE:
+        return operations.approve(chosen, actor=actor, via=via, reason=reason)
+    if action == BulkAction.REJECT:
+        return operations.reject(chosen, actor=actor, via=via, reason=reason)
     return operations.release_held(chosen, actor=actor, via=via, reason=reason)
 
 
@@ -168,7 +183,12 @@ def run_next() -> bool:
 def _replay(ids, operation) -> int:
     statuses = operations.replayable_statuses(force=operation.force)
     return len(
-        operations.requeue(ids, from_statuses=statuses, note=f"replayed by {operation.actor}")
+        operations.requeue(
+            ids,
+            from_statuses=statuses,
+            note=f"replayed by {operation.actor}",
+            ask_approval=True,
+        )
     )
 
 
@@ -184,7 +204,23 @@ def _cancel(ids, operation) -> int:
     return operations.cancel_ids(ids, note=f"cancelled by {operation.actor}")
 
 
-RUNNERS = {BulkAction.REPLAY: _replay, BulkAction.CANCEL: _cancel, BulkAction.RELEASE: _release}
+def _approve(ids, operation) -> int:
+    note = operations.approved_note(operation.actor)
+    return len(operations.requeue(ids, from_statuses=APPROVABLE_STATUSES, note=note))
+
+
+def _reject(ids, operation) -> int:
+    note = operations.rejected_note(operation.actor, operation.reason)
+    return operations.reject_ids(ids, note=note)
+
+
+RUNNERS = {
+    BulkAction.REPLAY: _replay,
+    BulkAction.CANCEL: _cancel,
+    BulkAction.RELEASE: _release,
+    BulkAction.APPROVE: _approve,
+    BulkAction.REJECT: _reject,
+}
 
 
 def run(operation_id: int) -> str:

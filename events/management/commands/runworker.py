@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 
 from events.engine import leases
 from events.engine.worker import Worker
-from events.operate import bulk
+from events.operate import bulk, operations
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Command(BaseCommand):
     help = (
         "Run a worker: claims due executions from the executions table and runs up to "
         "--concurrency actions at once; beside them keeps a heartbeat, runs the reaper "
-        "(expired leases) and bulk operations. SIGTERM or Ctrl-C stops claiming and lets "
+        "(expired leases), bulk operations and the expiry of executions not approved in "
+        "time. SIGTERM or Ctrl-C stops claiming and lets "
         "the actions in flight finish (up to WORKER_GRACE_SECONDS); a second one abandons "
         "them and gives their executions back."
     )
@@ -58,20 +59,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-loop",
             action="store_true",
-            help="Reap once, run what is due until nothing is left, then exit (for tests "
-            "and cron).",
+            help="Reap and expire once, run what is due until nothing is left, then exit "
+            "(for tests and cron).",
         )
 
     def handle(self, *args, concurrency, interval, no_loop, **options):
         worker = Worker(
             concurrency=concurrency or settings.WORKER_CONCURRENCY,
             poll_interval=interval,
-            side_jobs=[bulk.run_next],
+            side_jobs=[bulk.run_next, operations.expire_approvals],
         )
         worker.install_signal_handlers()
         if no_loop:
             leases.reap()
             while bulk.run_next():
+                pass
+            while operations.expire_approvals():
                 pass
             worker.run(until_idle=True, housekeeping=False)
             self.stdout.write(f"ran {worker.executions_run} execution(s)")
