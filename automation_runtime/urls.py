@@ -30,6 +30,8 @@ urlpatterns = [
     # catch-all does not swallow them.
     path("admin/status", status_views.status, name="operator-status"),
     path("admin/kill_switch", guardrail_views.kill_switch, name="operator-kill-switch"),
+    path("admin/executions/approve", status_views.approve, name="operator-approve"),
+    path("admin/executions/reject", status_views.reject, name="operator-reject"),
     path("admin/", admin.site.urls),
     # JSON unless YAML is asked for (Accept: application/yaml or ?format=yaml).
     path(

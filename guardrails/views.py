@@ -22,7 +22,7 @@ from guardrails.killswitch import (
     set_scoped_kill_switch,
 )
 from guardrails.models import Via
-from guardrails.permissions import STATUS_VIEWER_PERMS, is_staff_with_any
+from guardrails.permissions import OPERATOR_PERMS, STATUS_VIEWER_PERMS, is_staff_with_any
 from lib import openapi
 from lib.errors import error_response
 
@@ -44,6 +44,11 @@ class CanViewStatus(StaffWithAnyPermission):
 class CanChangeKillSwitch(StaffWithAnyPermission):
     message = "You need the kill switch permission."
     perms = ("guardrails.change_kill_switch",)
+
+
+class CanOperate(StaffWithAnyPermission):
+    message = "You need permission to operate executions."
+    perms = OPERATOR_PERMS
 
 
 class KillSwitchParams(serializers.Serializer):

@@ -176,6 +176,13 @@ class StatusReportSerializer(serializers.Serializer):
         allow_null=True,
         help_text="How long the longest-waiting of those has waited; null when none.",
     )
+    awaiting_approval = serializers.IntegerField(
+        help_text="Executions waiting for an operator to approve or reject them."
+    )
+    oldest_awaiting_approval_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="How long the longest-waiting of those has waited; null when none.",
+    )
     workers = WorkerSerializer(many=True, help_text="Live workers, newest heartbeat first.")
     in_flight_by_route = RouteInFlightSerializer(
         many=True, help_text="Routes with executions running now, by name."
@@ -343,3 +350,32 @@ def document_bad_requests(result, generator, request, public):
             }
             operation["responses"] = dict(sorted(responses.items()))
     return result
+
+
+# -- approval ---------------------------------------------------------------------------
+# At most this many execution ids in one approve or reject call.
+APPROVAL_MAX_IDS = 1000
+
+
+class ApprovalParamsSerializer(serializers.Serializer):
+    """POST /admin/executions/approve and /reject: which executions, and why."""
+
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=APPROVAL_MAX_IDS,
+        help_text=f"Execution ids (1 to {APPROVAL_MAX_IDS}); those not awaiting approval "
+        "are left alone.",
+    )
+    reason = serializers.CharField(
+        max_length=1000, help_text="Why; it goes in the audit log (not blank)."
+    )
+
+
+class ApprovalResultSerializer(serializers.Serializer):
+    action = serializers.CharField(help_text="`approve` or `reject`.")
+    requested = serializers.IntegerField(help_text="Distinct ids sent.")
+    changed = serializers.IntegerField(
+        help_text="How many were awaiting approval and are now queued (approve) or "
+        "rejected (reject)."
+    )

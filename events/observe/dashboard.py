@@ -377,6 +377,8 @@ def overview(now=None) -> dict:
     now = now or timezone.now()
     series = per_minute(now)
     age = oldest_queued_age(now)
+    approval = stats.approval_wait(now)
+    approval_age = approval["oldest_age_seconds"]
     return {
         "now": now,
         "banner": banner(),
@@ -385,6 +387,10 @@ def overview(now=None) -> dict:
         "chart": chart_svg(series),
         "oldest_queued_age": age,
         "oldest_queued_text": format_age(age),
+        "awaiting_approval": approval["awaiting"],
+        "oldest_awaiting_text": format_age(
+            None if approval_age is None else datetime.timedelta(seconds=approval_age)
+        ),
         "workers": workers_summary(),
         "routes_at_work": routes_at_work(),
         "open_circuits": open_circuits(),

@@ -144,6 +144,21 @@ def _executions(families: list, now) -> None:
             value=waiting["oldest_age_seconds"] or 0.0,
         )
     )
+    approval = stats.approval_wait(now)
+    families.append(
+        GaugeMetricFamily(
+            "automation_awaiting_approval",
+            "Executions waiting for an operator to approve or reject them.",
+            value=approval["awaiting"],
+        )
+    )
+    families.append(
+        GaugeMetricFamily(
+            "automation_awaiting_approval_oldest_age_seconds",
+            "How long the longest-waiting execution awaiting approval has waited (0 when none).",
+            value=approval["oldest_age_seconds"] or 0.0,
+        )
+    )
 
 
 def _attempt_durations(families: list, now) -> None:

@@ -38,6 +38,22 @@ def queue_wait(now=None) -> dict:
     }
 
 
+def approval_wait(now=None) -> dict:
+    """What waits for an operator's approval: `awaiting`, how many, and
+    `oldest_age_seconds`, how long the longest-waiting has waited since it began to wait
+    (created or replayed; None when none). The dashboard, /metrics and `manage.py
+    status` all show this. Only awaiting rows are read (their partial index)."""
+    now = now or timezone.now()
+    waiting = Execution.objects.awaiting_approval().aggregate(
+        awaiting=Count("pk"), since=Min("updated_at")
+    )
+    since = waiting["since"]
+    return {
+        "awaiting": waiting["awaiting"],
+        "oldest_age_seconds": max(0.0, (now - since).total_seconds()) if since else None,
+    }
+
+
 def workers_summary() -> list[dict]:
     """The live workers, newest heartbeat first."""
     return [
@@ -101,6 +117,7 @@ def report() -> dict:
     state = RuntimeState.current()
     counts = counts_by_status()
     waiting = queue_wait()
+    approval = approval_wait()
     return {
         "mode": state.mode,
         "kill_switch": state.kill_switch_json(),
@@ -108,6 +125,8 @@ def report() -> dict:
         **counts,
         "queue_depth": waiting["depth"],
         "oldest_queued_seconds": waiting["oldest_age_seconds"],
+        "awaiting_approval": approval["awaiting"],
+        "oldest_awaiting_approval_seconds": approval["oldest_age_seconds"],
         "workers": workers_summary(),
         "in_flight_by_route": in_flight_by_route(),
         "circuits": circuits.summary(),

@@ -65,6 +65,11 @@ def _mode(report) -> list[str]:
         out.append("kill switch:   released")
     out.append(f"processed:     {report['processed']} execution(s) succeeded")
     out.append(f"oldest queued: {_age(report['oldest_queued_seconds'])}")
+    if report["awaiting_approval"]:
+        out.append(
+            f"awaiting approval: {report['awaiting_approval']} execution(s), the oldest for "
+            f"{_age(report['oldest_awaiting_approval_seconds'])}"
+        )
     if report["scoped_kill_switches"]:
         out += ["", "scoped kill switches engaged:"]
         out += _table(
