@@ -361,7 +361,8 @@ class ApprovalParamsSerializer(serializers.Serializer):
     """POST /admin/executions/approve and /reject: which executions, and why."""
 
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        # A bigint primary key: larger numbers name no execution, and no database takes them.
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
         min_length=1,
         max_length=APPROVAL_MAX_IDS,
         help_text=f"Execution ids (1 to {APPROVAL_MAX_IDS}); those not awaiting approval "

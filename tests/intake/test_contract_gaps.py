@@ -313,7 +313,14 @@ def test_identity_is_still_accepted(client, source, route, encoding):
 # -- 15b: methods the read-only endpoints do not answer --------------------------------------
 
 READ_ONLY = ["/", "/health", "/ready", "/metrics", "/admin/status", "/api/schema/", "/api/docs/"]
-POST_ONLY = ["/webhook", "/webhook/", "/webhook/<slug:source>", "/admin/kill_switch"]
+POST_ONLY = [
+    "/webhook",
+    "/webhook/",
+    "/webhook/<slug:source>",
+    "/admin/kill_switch",
+    "/admin/executions/approve",
+    "/admin/executions/reject",
+]
 
 
 def test_every_endpoint_is_covered_below():

@@ -184,6 +184,8 @@ def test_the_status_report_names_its_top_level_keys(document):
         "executions",
         "queue_depth",
         "oldest_queued_seconds",
+        "awaiting_approval",
+        "oldest_awaiting_approval_seconds",
         "workers",
         "circuits",
         "in_flight_by_route",

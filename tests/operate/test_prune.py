@@ -150,6 +150,7 @@ def test_an_event_within_older_than_is_left_whole(source, route):
         ExecutionStatus.RUNNING,
         ExecutionStatus.RETRYING,
         ExecutionStatus.HELD,
+        ExecutionStatus.AWAITING_APPROVAL,
     ],
 )
 def test_events_with_work_left_are_never_touched_however_old(source, route, status):
