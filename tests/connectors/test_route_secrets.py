@@ -281,6 +281,7 @@ def form_data(page: bytes, **changes) -> dict:
         "max_in_flight": "16",
         "backoff_base_seconds": "2.0",
         "backoff_cap_seconds": "600.0",
+        "on_failure": "block",
     }
     data.update(changes)
     return data
