@@ -172,8 +172,8 @@ class EventAdmin(BigTableAdmin):
 
     search_help_text = "An exact event id, or a payload field: order.id=123."
 
-    def get_queryset(self, request):
-        return base.with_delivery(super().get_queryset(request))
+    def get_changelist(self, request, **kwargs):
+        return base.DeliveryChangeList
 
     def exact_search(self, term):
         field = payload_field_term(term)
