@@ -1,18 +1,21 @@
-"""The pieces the big-table admins share: cheap filters, no COUNT(*), exact search."""
+"""The pieces the big-table admins share: cheap filters, no COUNT(*), indexed search."""
 
 from collections import defaultdict
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
 from connectors.models import Route
 from events.models import (
+    EVENT_ID_PREFIX_MIN,
+    EVENT_ID_PREFIX_SCAN,
     FINISHED_STATUSES,
     Event,
     Execution,
     ExecutionStatus,
+    event_id_prefix_term,
 )
 from guardrails.permissions import may_operate
 from lib.admin import NoCountChangeList, NoCountPaginator
@@ -48,17 +51,36 @@ class ExecutionTypeFilter(TypeFilter):
     lookup = "event__type"
 
 
+def events_by_id_prefix(term: str) -> tuple[list, bool]:
+    """The pks of the events whose event id starts with `term`, when it may be a prefix
+    (event_id_prefix_term): the first EVENT_ID_PREFIX_SCAN by event id, through an index,
+    and whether more events start with it. ([], False) for a term that may not be one."""
+    prefix = event_id_prefix_term(term)
+    if prefix is None:
+        return [], False
+    found = Event.objects.with_event_id_prefix(prefix).values_list("pk", flat=True)
+    pks = list(found[: EVENT_ID_PREFIX_SCAN + 1])
+    return pks[:EVENT_ID_PREFIX_SCAN], len(pks) > EVENT_ID_PREFIX_SCAN
+
+
+EVENT_ID_HELP = (
+    f"An event id, whole or its first {EVENT_ID_PREFIX_MIN} characters or more (evt_3f9a; "
+    "case counts)"
+)
+
+
 class BigTableAdmin(ModelAdmin):
-    """A read-only list over millions of rows: no COUNT(*), exact indexed search.
+    """A read-only list over millions of rows: no COUNT(*), indexed search.
 
     Django's `=field` search is case-insensitive (UPPER(...) = UPPER(...)), which no plain
-    index serves; ids are exact, so `exact_search` looks each one up through its index."""
+    index serves; ids are exact, so `indexed_search` looks each one up through its index,
+    and the start of an event id through a range of that index."""
 
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice
     list_per_page = 50  # rendering rows, not the database, is most of a page's time
     paginator = NoCountPaginator
-    search_help_text = "An exact event id."
+    search_help_text = EVENT_ID_HELP + "."
 
     def get_changelist(self, request, **kwargs):
         return NoCountChangeList
@@ -68,15 +90,24 @@ class BigTableAdmin(ModelAdmin):
         # log and orphan what refers to it. `manage.py prune` is the way (docs/retention.md).
         return False
 
-    def exact_search(self, term: str):
-        """A Q for the rows matching `term` exactly."""
+    def indexed_search(self, term: str, prefixed: list):
+        """A Q for the rows matching `term`: exactly, or through `prefixed`, the events
+        whose event id starts with it (events_by_id_prefix)."""
         raise NotImplementedError
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(self.exact_search(term)), False
+        prefixed, cut = events_by_id_prefix(term)
+        if cut and request.method == "GET":
+            messages.warning(
+                request,
+                f"More than {EVENT_ID_PREFIX_SCAN:,} events have an event id starting with "
+                f"“{term}”: only the first {EVENT_ID_PREFIX_SCAN:,} of them (by event id) "
+                "are searched. Type more of the id.",
+            )
+        return queryset.filter(self.indexed_search(term, prefixed)), False
 
     def has_add_permission(self, request):
         return False

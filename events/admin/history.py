@@ -32,10 +32,14 @@ from events.operate import bulk, operations
 from lib.admin import pretty_json
 
 
-def _execution_ids(term: str) -> list[int]:
-    """Executions of the events with this event id or payload field (`order.id=123`), or
-    with this idempotency key or id."""
+def _execution_ids(term: str, prefixed: list) -> list[int]:
+    """Executions of the events with this event id, of `prefixed` (the events whose event
+    id starts with it) or with this payload field (`order.id=123`), or with this
+    idempotency key or id."""
     ids = set(Execution.objects.filter(event__event_id=term).values_list("pk", flat=True)[:1000])
+    if prefixed:
+        of_prefixed = Execution.objects.filter(event__in=prefixed)
+        ids.update(of_prefixed.values_list("pk", flat=True)[:1000])
     field = payload_field_term(term)
     if field is not None:
         events = Event.objects.with_payload_field(*field).values("pk")
@@ -170,17 +174,19 @@ class EventAdmin(BigTableAdmin):
     )
     readonly_fields = fields
 
-    search_help_text = "An exact event id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + ", or a payload field: order.id=123."
 
     def get_changelist(self, request, **kwargs):
         return base.DeliveryChangeList
 
-    def exact_search(self, term):
+    def indexed_search(self, term, prefixed):
+        match = Q(event_id=term)
+        if prefixed:
+            match |= Q(pk__in=prefixed)
         field = payload_field_term(term)
-        if field is None:
-            return Q(event_id=term)
-        matching = Event.objects.with_payload_field(*field).values("pk")
-        return Q(event_id=term) | Q(pk__in=matching)
+        if field is not None:
+            match |= Q(pk__in=Event.objects.with_payload_field(*field).values("pk"))
+        return match
 
     def get_urls(self):
         tester = path(
@@ -339,8 +345,8 @@ class ExecutionAdmin(BigTableAdmin):
     )
     list_select_related = ("event__source", "route")
     search_fields = ("=event__event_id", "=idempotency_key")
-    search_help_text = (
-        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + (
+        ", an exact idempotency key or execution id, or a payload field: order.id=123."
     )
     ordering = ("-created_at",)
     actions = ["release_held", "replay", "cancel"]
@@ -363,8 +369,8 @@ class ExecutionAdmin(BigTableAdmin):
     )
     fields = readonly_fields
 
-    def exact_search(self, term):
-        return Q(pk__in=_execution_ids(term))
+    def indexed_search(self, term, prefixed):
+        return Q(pk__in=_execution_ids(term, prefixed))
 
     @admin.display(description="attempts")
     def attempts_of_max(self, obj):
@@ -553,8 +559,8 @@ class AttemptAdmin(BigTableAdmin):
     )
     list_select_related = ("execution__route",)
     search_fields = ("=execution__event__event_id",)
-    search_help_text = (
-        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + (
+        ", an exact idempotency key or execution id, or a payload field: order.id=123."
     )
     ordering = ("-started_at",)
     readonly_fields = (
@@ -571,8 +577,8 @@ class AttemptAdmin(BigTableAdmin):
     )
     fields = readonly_fields
 
-    def exact_search(self, term):
-        return Q(execution_id__in=_execution_ids(term))
+    def indexed_search(self, term, prefixed):
+        return Q(execution_id__in=_execution_ids(term, prefixed))
 
     @admin.display(description="route", ordering="execution__route__name")
     def route(self, obj):
