@@ -1,5 +1,5 @@
 """The events, executions and attempts lists for triage: an event id found from its first
-characters through an index."""
+characters through an index, and a page that says so when nothing matches."""
 
 import pytest
 from django.db import connection
@@ -125,3 +125,61 @@ def test_the_prefix_search_reads_an_index_on_either_database(history):
     index = {"postgresql": "events_event_event_id_c_idx", "sqlite": "events_event_event_id_idx"}
     assert index[connection.vendor] in plan, plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, "read in the index's order"
+
+
+# -- when nothing matches ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "things"), [(EVENTS, "events"), (EXECUTIONS, "executions")])
+def test_a_search_that_finds_nothing_says_so_with_the_term(admin_client, history, url, things):
+    page = admin_client.get(url, {"q": "nothing<here>"}).content.decode()
+
+    assert f"No {things} match “nothing&lt;here&gt;”." in page
+    assert 'id="result_list"' not in page
+    assert "No results found" not in page, "unfold's generic note is replaced"
+    assert "page 1" not in page
+    assert 'href="?"' in page  # all of them, with no search
+
+
+def test_the_attempts_list_says_so_too(admin_client, history):
+    page = admin_client.get(ATTEMPTS, {"q": "evt_9999"}).content.decode()
+
+    assert "No attempts match “evt_9999”." in page
+    assert "The search takes: An event id, whole or its first 4 characters" in page
+
+
+def test_a_search_under_filters_that_finds_nothing_offers_to_clear_the_filters(
+    admin_client, history
+):
+    response = admin_client.get(EXECUTIONS, {"q": "evt_3f9a", "status__exact": "held"})
+    page = response.content.decode()
+
+    assert "No executions match “evt_3f9a”." in page
+    assert "The search looked only within the filters: status." in page
+    assert '<a href="?q=evt_3f9a"' in page  # the same search, no filter
+    assert '<a href="?status__exact=held"' in page  # the same filters, no search
+    assert shown(admin_client, EXECUTIONS, "evt_3f9a") == {"evt_3f9a01", "evt_3f9a02"}
+
+
+def test_filters_that_match_nothing_are_named_with_a_link_to_clear_them(admin_client, history):
+    page = admin_client.get(EVENTS, {"status__exact": "held", "type": "order.created"})
+    page = page.content.decode()
+
+    assert "No events match these filters." in page
+    assert "Filtered by type, status." in page
+    assert '<a href="?"' in page
+
+
+def test_a_page_past_the_last_says_so_and_links_back(admin_client, history):
+    page = admin_client.get(EVENTS, {"p": 3, "q": "evt_3f9a"}).content.decode()
+
+    assert "No more events: page 3 is past the last one." in page
+    assert '<a href="?q=evt_3f9a"' in page
+    assert "page 3" in page and "← previous" in page
+
+
+def test_an_empty_table_says_it_is_empty(admin_client, db):
+    page = admin_client.get(ATTEMPTS).content.decode()
+
+    assert "No attempts yet." in page
+    assert "page 1" not in page
