@@ -4,6 +4,7 @@ from collections import defaultdict
 
 from django.contrib import admin, messages
 from django.utils import timezone
+from django.utils.html import format_html
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
@@ -162,6 +163,20 @@ OUTCOME_COLOURS = {
 @display(description="outcome", ordering="outcome", label=OUTCOME_COLOURS)
 def outcome_label(attempt):
     return attempt.outcome or "running"
+
+
+def clipped(text, rem: int, title=None, lines: int = 1):
+    """`text` in at most `lines` lines, cut with an ellipsis past `rem` wide, so a long
+    id, route name or error does not widen the list past the window; the whole of it (or
+    `title`) shows on hover, and a copy of the cell takes the whole text."""
+    text = str(text)
+    return format_html(
+        '<span class="runtime-clip{}" style="max-width: {}rem" title="{}">{}</span>',
+        "" if lines == 1 else f" runtime-clip-lines runtime-clip-{lines}",
+        rem,
+        text if title is None else title,
+        text,
+    )
 
 
 def relative(moment, now=None) -> str:

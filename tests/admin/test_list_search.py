@@ -47,7 +47,7 @@ def shown(admin_client, url, term, **filters) -> set[str]:
     response = admin_client.get(url, {"q": term, **filters})
     assert response.status_code == 200
     page = response.content.decode()
-    marks = {EVENTS: ">{}<", EXECUTIONS: "shop/{}<", ATTEMPTS: ">w-{}<"}[url]
+    marks = {EVENTS: ">{}<", EXECUTIONS: 'title="shop/{}"', ATTEMPTS: ">w-{}<"}[url]
     return {event_id for event_id in IDS if marks.format(event_id) in page}
 
 
