@@ -1,19 +1,23 @@
 """How fast the admin's events, executions and attempts pages are on 1,000,000 events.
 
-Creates its own PostgreSQL database (on the server named by BENCH_PG_URL, dropped at the
-end), migrates it, fills it with SQL (`INSERT ... SELECT generate_series`, not the ORM),
-starts gunicorn on 127.0.0.1, logs in as a superuser it creates, and times each list and
-detail page over HTTP: one warm-up request, then the median and max of --runs requests.
-Prints a markdown table with the 300 ms goal and the git commit.
+Creates its own database (PostgreSQL: on the server named by BENCH_PG_URL, dropped at the
+end; SQLite: a temporary file), migrates it, fills it with SQL (`INSERT ... SELECT
+generate_series` or a recursive CTE, not the ORM), starts gunicorn on 127.0.0.1, logs in
+as a superuser it creates, and times each list and detail page over HTTP: one warm-up
+request, then the median and max of --runs requests. Prints a markdown table with the
+300 ms goal and the git commit.
 
-    .venv/bin/python bench/admin.py                     # 1,000,000 events
+    .venv/bin/python bench/admin.py                     # 1,000,000 events, PostgreSQL
     .venv/bin/python bench/admin.py --events 100000     # quicker
+    .venv/bin/python bench/admin.py --db sqlite         # the same on SQLite
 """
 
 import argparse
 import http.client
+import json
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -96,11 +100,102 @@ WHERE x.status IN ('succeeded', 'failed') AND x.id %% %(every)s = 0
 """
 
 
-def fill(rt: Runtime, n: int, attempt_every: int):
-    import psycopg
+# The same rows for SQLite: a recursive CTE for generate_series, JSON arrays for the
+# sources, types and routes, random hex for the UUIDs and hashes. Timestamps as Django
+# stores them there: UTC text.
+SQLITE_EVENTS = """
+WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :n),
+     numbered(i, type) AS (
+         SELECT i, json_extract(:types, '$[' || ((i * 7) % json_array_length(:types)) || ']')
+         FROM seq)
+INSERT INTO events_event (id, source_id, event_id, type, status, status_reason, payload,
+                          headers, body_hash, received_at, conflicts)
+SELECT lower(hex(randomblob(16))),
+       json_extract(:sources, '$[' || (i % json_array_length(:sources)) || ']'),
+       'evt_' || i,
+       type,
+       CASE WHEN i % 97 = 0 THEN 'held' WHEN i % 89 = 0 THEN 'unrouted' ELSE 'accepted' END,
+       '',
+       json_object('event_id', 'evt_' || i, 'type', type,
+                   'data', json_object('total', i % 1000, 'currency', 'EUR')),
+       '{"content-type": "application/json", "x-api-key": "[redacted]"}',
+       lower(hex(randomblob(32))),
+       strftime('%Y-%m-%d %H:%M:%f', :now, '-' || (i * 2) || ' seconds'),
+       0
+FROM numbered
+"""
 
+SQLITE_EXECUTIONS = """
+INSERT INTO events_execution (event_id, route_id, status, status_reason, attempts,
+    total_attempts, idempotency_key, created_at, updated_at, next_attempt_at,
+    lease_owner, lease_expires_at, finished_at, last_error)
+SELECT e.id,
+       json_extract(:routes, '$[' || (e.rowid * 7919 % json_array_length(:routes)) || ']'),
+       CASE WHEN e.status = 'held' THEN 'held'
+            WHEN e.rowid * 7919 % 20 = 0 THEN 'failed'
+            WHEN e.rowid * 7919 % 50 = 1 THEN 'cancelled'
+            ELSE 'succeeded' END,
+       '', 1, 1, lower(hex(randomblob(16))), e.received_at, e.received_at, e.received_at,
+       '', NULL, strftime('%Y-%m-%d %H:%M:%f', e.received_at, '+0.05 seconds'), ''
+FROM events_event e
+"""
+
+SQLITE_ATTEMPTS = """
+INSERT INTO events_attempt (execution_id, number, worker, started_at, finished_at, outcome,
+    error_class, error_message, response_summary, duration_ms)
+SELECT x.id, 1, 'bench-worker-' || (x.id % 4),
+       strftime('%Y-%m-%d %H:%M:%f', x.created_at, '+0.01 seconds'),
+       strftime('%Y-%m-%d %H:%M:%f', x.created_at, '+0.05 seconds'),
+       CASE x.status WHEN 'failed' THEN 'permanent_error' ELSE 'succeeded' END,
+       CASE x.status WHEN 'failed' THEN 'HTTPError' ELSE '' END,
+       CASE x.status WHEN 'failed' THEN '422 Unprocessable Entity' ELSE '' END,
+       json_object('status', CASE x.status WHEN 'failed' THEN 422 ELSE 200 END),
+       40
+FROM events_execution x
+WHERE x.status IN ('succeeded', 'failed') AND x.id % :every = 0
+"""
+
+
+def fill(rt: Runtime, n: int, attempt_every: int):
     rt.manage("shell", "-c", SETUP.format(sources=SOURCES))
     now = datetime.now(UTC)
+    if rt.kind == "sqlite":
+        fill_sqlite(rt, n, attempt_every, now)
+    else:
+        fill_postgres(rt, n, attempt_every, now)
+
+
+def fill_sqlite(rt: Runtime, n: int, attempt_every: int, now: datetime):
+    """No ANALYZE afterwards: the runtime never runs one, so its planner has no statistics
+    either."""
+    conn = sqlite3.connect(rt.db_path, isolation_level=None)
+    try:
+        sources = [row[0] for row in conn.execute("SELECT id FROM events_source ORDER BY id")]
+        routes = [row[0] for row in conn.execute("SELECT id FROM connectors_route ORDER BY id")]
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S")
+        for name, sql, params in (
+            (
+                "events",
+                SQLITE_EVENTS,
+                {"n": n, "sources": json.dumps(sources), "types": json.dumps(TYPES), "now": stamp},
+            ),
+            ("executions", SQLITE_EXECUTIONS, {"routes": json.dumps(routes)}),
+            ("attempts", SQLITE_ATTEMPTS, {"every": attempt_every}),
+        ):
+            started = time.monotonic()
+            before = conn.total_changes  # rowcount is -1 for an INSERT led by WITH
+            conn.execute("BEGIN")
+            conn.execute(sql, params)
+            conn.execute("COMMIT")
+            rows = conn.total_changes - before
+            print(f"  {rows:>9,} {name} in {time.monotonic() - started:5.1f} s", flush=True)
+    finally:
+        conn.close()
+
+
+def fill_postgres(rt: Runtime, n: int, attempt_every: int, now: datetime):
+    import psycopg
+
     with psycopg.connect(rt.env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("SET statement_timeout = '15min'")
         conn.execute("SET maintenance_work_mem = '256MB'")
@@ -188,6 +283,8 @@ def pages(rt: Runtime) -> list[tuple[str, str]]:
         ("events by status (held)", q(ev, status__exact="held")),
         ("events, past 7 days", q(ev, received_at__gte=week["gte"], received_at__lt=week["lt"])),
         ("events, search event id", q(ev, q=event_id)),
+        ("events, search event id prefix", q(ev, q=event_id[:8])),
+        ("events, search prefix of every event id", q(ev, q="evt_")),
         ("events, page 50", q(ev, p=50)),
         ("executions", q(ex)),
         ("executions by status (failed)", q(ex, status__exact="failed")),
@@ -196,12 +293,14 @@ def pages(rt: Runtime) -> list[tuple[str, str]]:
         ("executions by type", q(ex, type="refund.paid")),
         ("executions, past 7 days", q(ex, created_at__gte=week["gte"], created_at__lt=week["lt"])),
         ("executions, search event id", q(ex, q=event_id)),
+        ("executions, search event id prefix", q(ex, q=event_id[:8])),
         ("executions, page 50", q(ex, p=50)),
         ("attempts", q(at)),
         ("attempts by outcome (permanent error)", q(at, outcome__exact="permanent_error")),
         ("attempts by route", q(at, execution__route__id__exact=route)),
         ("attempts, past 7 days", q(at, started_at__gte=week["gte"], started_at__lt=week["lt"])),
         ("attempts, search event id", q(at, q=event_id)),
+        ("attempts, search event id prefix", q(at, q=event_id[:8])),
         ("event detail", f"{ev}{event_pk}/change/"),
         ("execution detail", f"{ex}{execution_pk}/change/"),
     ]
@@ -223,6 +322,9 @@ def commit() -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="default: %(default)r")
+    parser.add_argument(
+        "--db", choices=("postgres", "sqlite"), default="postgres", help="default: %(default)r"
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed requests per page")
     parser.add_argument(
         "--attempt-every",
@@ -238,8 +340,9 @@ def main():
     args = parser.parse_args()
 
     env = {"DJANGO_SUPERUSER_PASSWORD": PASSWORD, "WEB_CONCURRENCY": "2"}
-    with Runtime("postgres", pg_admin_url=args.pg_url, env=env) as rt:
-        print(f"filling {args.events:,} events into {rt._pg_db} ...", flush=True)
+    with Runtime(args.db, pg_admin_url=args.pg_url, env=env) as rt:
+        where = rt._pg_db if args.db == "postgres" else rt.db_path
+        print(f"filling {args.events:,} events into {where} ...", flush=True)
         fill(rt, args.events, args.attempt_every)
         rt.manage("createsuperuser", "--noinput", "--username", USER, "--email", "b@example.com")
         rt.start_gunicorn(workers=2)
@@ -265,7 +368,8 @@ def main():
             print(f"  {name}: {median:.0f} ms", file=sys.stderr, flush=True)
 
         print()
-        print(f"Admin pages on PostgreSQL, {args.events:,} events, 1 execution each; ", end="")
+        database = "PostgreSQL" if args.db == "postgres" else "SQLite"
+        print(f"Admin pages on {database}, {args.events:,} events, 1 execution each; ", end="")
         print(
             f"median and max of {args.runs} requests after one warm-up, gunicorn 2 sync workers."
         )
