@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django import forms
 from django.db import connections, models, transaction
+from django.db.models.functions import Collate
 from django.utils import timezone
 
 from connectors import templating
@@ -290,7 +291,43 @@ def payload_field_term(term: str) -> tuple[list[str], list] | None:
     return path, values + ([text] if text not in values else [])
 
 
+# A search by event id prefix (`evt_3f9a`) reads at most this many event ids, the first in
+# byte order, through an index: events_event_event_id_idx on SQLite (which compares text
+# byte by byte), the C-collated index of migration 0011 on PostgreSQL. Terms shorter than
+# EVENT_ID_PREFIX_MIN, or with other than visible ASCII, are looked up exactly only.
+EVENT_ID_PREFIX_MIN = 4
+EVENT_ID_PREFIX_SCAN = 200
+_PREFIX_TERM = re.compile(r"^[\x21-\x7e]+$")
+
+
+def event_id_prefix_term(term: str) -> str | None:
+    """`term` when it may be the start of an event id: at least EVENT_ID_PREFIX_MIN
+    visible ASCII characters, no space. None otherwise."""
+    term = term.strip()
+    if len(term) < EVENT_ID_PREFIX_MIN or not _PREFIX_TERM.match(term):
+        return None
+    return term
+
+
 class EventQuerySet(models.QuerySet):
+    def with_event_id_prefix(self, prefix: str, *, using=None):
+        """Events whose event id starts with `prefix` (case-sensitive), ordered by event id
+        byte by byte, so a slice reads that many entries of an index and no more.
+
+        A range rather than LIKE: SQLite's LIKE ignores case and no plain index serves it.
+        PostgreSQL compares in the C collation, the index's, whatever the database's is
+        (under a linguistic collation `EVT_1` would sort between `evt_1` and `evt_2`).
+        `prefix` is visible ASCII (event_id_prefix_term): its last character plus one
+        bounds the range."""
+        after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        vendor = connections[using or self.db].vendor
+        key = Collate("event_id", "C") if vendor == "postgresql" else models.F("event_id")
+        return (
+            self.alias(event_id_bytes=key)
+            .filter(event_id_bytes__gte=prefix, event_id_bytes__lt=after)
+            .order_by("event_id_bytes")
+        )
+
     def with_payload_field(self, path: list[str], values: list, *, using=None):
         """Events whose payload holds one of `values` at `path`. PostgreSQL: containment,
         through the GIN index. Elsewhere: a key lookup over the newest

@@ -32,10 +32,14 @@ from events.operate import bulk, operations
 from lib.admin import pretty_json
 
 
-def _execution_ids(term: str) -> list[int]:
-    """Executions of the events with this event id or payload field (`order.id=123`), or
-    with this idempotency key or id."""
+def _execution_ids(term: str, prefixed: list) -> list[int]:
+    """Executions of the events with this event id, of `prefixed` (the events whose event
+    id starts with it) or with this payload field (`order.id=123`), or with this
+    idempotency key or id."""
     ids = set(Execution.objects.filter(event__event_id=term).values_list("pk", flat=True)[:1000])
+    if prefixed:
+        of_prefixed = Execution.objects.filter(event__in=prefixed)
+        ids.update(of_prefixed.values_list("pk", flat=True)[:1000])
     field = payload_field_term(term)
     if field is not None:
         events = Event.objects.with_payload_field(*field).values("pk")
@@ -134,9 +138,9 @@ def render_verdicts(verdicts, *, stored: bool) -> str:
 @admin.register(Event)
 class EventAdmin(BigTableAdmin):
     list_display = (
-        "event_id",
-        "source",
-        "type",
+        "event_id_cell",
+        "source_cell",
+        "type_cell",
         base.status_label,
         base.delivery_label,
         "received_at",
@@ -170,17 +174,32 @@ class EventAdmin(BigTableAdmin):
     )
     readonly_fields = fields
 
-    search_help_text = "An exact event id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + ", or a payload field: order.id=123."
 
-    def get_queryset(self, request):
-        return base.with_delivery(super().get_queryset(request))
+    def get_changelist(self, request, **kwargs):
+        return base.DeliveryChangeList
 
-    def exact_search(self, term):
+    # One line per cell, so the list fits a 1400 px window whatever the ids look like.
+    @admin.display(description="event id", ordering="event_id")
+    def event_id_cell(self, obj):
+        return base.clipped(obj.event_id, 13)
+
+    @admin.display(description="source", ordering="source")
+    def source_cell(self, obj):
+        return base.clipped(obj.source.name, 7)
+
+    @admin.display(description="type", ordering="type")
+    def type_cell(self, obj):
+        return base.clipped(obj.type, 10)
+
+    def indexed_search(self, term, prefixed):
+        match = Q(event_id=term)
+        if prefixed:
+            match |= Q(pk__in=prefixed)
         field = payload_field_term(term)
-        if field is None:
-            return Q(event_id=term)
-        matching = Event.objects.with_payload_field(*field).values("pk")
-        return Q(event_id=term) | Q(pk__in=matching)
+        if field is not None:
+            match |= Q(pk__in=Event.objects.with_payload_field(*field).values("pk"))
+        return match
 
     def get_urls(self):
         tester = path(
@@ -322,12 +341,11 @@ class EventAdmin(BigTableAdmin):
 class ExecutionAdmin(BigTableAdmin):
     list_display = (
         "id",
-        "event",
-        "route",
+        "event_cell",
+        "route_cell",
         base.status_label,
         "attempts_of_max",
         "last_error_short",
-        "next_attempt",
         "created_at",
     )
     list_filter = (
@@ -339,8 +357,8 @@ class ExecutionAdmin(BigTableAdmin):
     )
     list_select_related = ("event__source", "route")
     search_fields = ("=event__event_id", "=idempotency_key")
-    search_help_text = (
-        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + (
+        ", an exact idempotency key or execution id, or a payload field: order.id=123."
     )
     ordering = ("-created_at",)
     actions = ["approve", "reject", "release_held", "replay", "cancel"]
@@ -365,17 +383,31 @@ class ExecutionAdmin(BigTableAdmin):
     )
     fields = readonly_fields
 
-    def exact_search(self, term):
-        return Q(pk__in=_execution_ids(term))
+    def indexed_search(self, term, prefixed):
+        return Q(pk__in=_execution_ids(term, prefixed))
+
+    # One line per cell, so the list fits a 1400 px window (tests/admin/test_browser.py).
+    @admin.display(description="event", ordering="event")
+    def event_cell(self, obj):
+        return base.clipped(obj.event.event_id, 10, title=str(obj.event))
+
+    @admin.display(description="route", ordering="route")
+    def route_cell(self, obj):
+        return base.clipped(obj.route.name, 8, title=str(obj.route))
 
     @admin.display(description="attempts")
     def attempts_of_max(self, obj):
-        return f"{obj.attempts} / {obj.route.max_attempts}"
+        """Attempts made of the route's most, and when the next one is due if it waits."""
+        made = f"{obj.attempts} / {obj.route.max_attempts}"
+        if obj.status not in (ExecutionStatus.QUEUED, ExecutionStatus.RETRYING):
+            return made
+        due = base.relative(obj.next_attempt_at)
+        return format_html('{}<span class="runtime-quiet">next {}</span>', made, due)
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
         text = obj.last_error.strip().splitlines()[0] if obj.last_error.strip() else ""
-        return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(text).chars(60))
+        return base.clipped(Truncator(text).chars(200), 15, title=obj.last_error, lines=2)
 
     @admin.display(description="ordering key")
     def key_line(self, obj):
@@ -392,12 +424,6 @@ class ExecutionAdmin(BigTableAdmin):
             holder.pk,
             holder.status,
         )
-
-    @admin.display(description="next attempt", ordering="next_attempt_at")
-    def next_attempt(self, obj):
-        if obj.status not in (ExecutionStatus.QUEUED, ExecutionStatus.RETRYING):
-            return "—"
-        return base.relative(obj.next_attempt_at)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("event__source", "route")
@@ -567,10 +593,10 @@ class AttemptAdmin(BigTableAdmin):
         "number",
         "route",
         base.outcome_label,
-        "error_class",
+        "error_cell",
         "started_at",
-        "duration_ms",
-        "worker",
+        "duration",
+        "worker_cell",
     )
     list_filter = (
         "outcome",
@@ -579,8 +605,8 @@ class AttemptAdmin(BigTableAdmin):
     )
     list_select_related = ("execution__route",)
     search_fields = ("=execution__event__event_id",)
-    search_help_text = (
-        "An exact event id, idempotency key or execution id, or a payload field: order.id=123."
+    search_help_text = base.EVENT_ID_HELP + (
+        ", an exact idempotency key or execution id, or a payload field: order.id=123."
     )
     ordering = ("-started_at",)
     readonly_fields = (
@@ -597,12 +623,29 @@ class AttemptAdmin(BigTableAdmin):
     )
     fields = readonly_fields
 
-    def exact_search(self, term):
-        return Q(execution_id__in=_execution_ids(term))
+    def indexed_search(self, term, prefixed):
+        return Q(execution_id__in=_execution_ids(term, prefixed))
 
+    # One line per cell, so the list fits a 1400 px window (tests/admin/test_browser.py).
     @admin.display(description="route", ordering="execution__route__name")
     def route(self, obj):
-        return obj.execution.route.name
+        return base.clipped(obj.execution.route.name, 7, title=str(obj.execution.route))
+
+    @admin.display(description="error class", ordering="error_class")
+    def error_cell(self, obj):
+        """The class's own name (OutboundRefused); its module and the message on hover."""
+        if not obj.error_class:
+            return "—"
+        whole = f"{obj.error_class}: {obj.error_message}" if obj.error_message else None
+        return base.clipped(obj.error_class.rpartition(".")[2], 8, title=whole or obj.error_class)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj):
+        return "—" if obj.duration_ms is None else f"{obj.duration_ms:,}\N{NO-BREAK SPACE}ms"
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_cell(self, obj):
+        return base.clipped(obj.worker, 7)
 
     @admin.display(description="response summary")
     def response_pretty(self, obj):

@@ -1,6 +1,7 @@
 """The operator's admin in a real headless Chromium against a real runtime: log in, read
 the dashboard, engage the kill switch, release a held execution, replay a failed one;
-route by content, test the routes, and see where an event went.
+route by content, test the routes, and see where an event went; read the lists at 1400 px,
+find an event by the start of its id, and read why a list shows nothing.
 
 Screenshots of every step are kept under test-artifacts/browser/<test>/.
 """
@@ -375,3 +376,103 @@ def test_an_operator_routes_by_content_and_sees_where_each_event_went(runtime, b
     shot("04-event-routes")
     row.find_element(By.LINK_TEXT, f"#{big[0]}").click()
     assert f"/admin/events/execution/{big[0]}/change/" in browser.current_url
+
+
+# What an operator's lists hold on a bad day: UUIDs as event ids, long route and worker
+# names, errors with a URL in their first line; failed, retrying, held and succeeded.
+LONG_ROUTE = "forward-paid-orders-to-the-erp-billing-and-fulfilment-webhook-eu-west-1"
+LONG_ERROR = (
+    "connectors.net.OutboundRefused: https://erp.example.internal/api/v2/webhooks/orders/"
+    "incoming?tenant=eu-west-1 resolves to 10.12.4.7, a private address not on "
+    "OUTBOUND_ALLOW_PRIVATE; refusing to connect"
+)
+TYPICAL_HISTORY = f"""
+import uuid
+from datetime import timedelta
+from django.utils import timezone
+from connectors.models import Route
+from events.models import Attempt, Event, Execution, Source
+source = Source.objects.create(name="shopify-storefront-production-eu")
+routes = [
+    Route.objects.create(name={LONG_ROUTE!r}, event_type="order.paid", connector="log",
+                         action="record"),
+    Route.objects.create(name="notify-the-warehouse-slack-channel-about-big-orders",
+                         event_type="order.paid", connector="log", action="record"),
+]
+now = timezone.now()
+for i in range(30):
+    at = now - timedelta(minutes=i)
+    event = Event.objects.create(
+        source=source, event_id=str(uuid.uuid4()), type="order.paid.partially_refunded",
+        payload={{"n": i}}, body_hash="0" * 64, received_at=at,
+        matched_routes=[r.pk for r in routes])
+    for k, route in enumerate(routes):
+        status = ["failed", "retrying", "succeeded", "held"][(i + k) % 4]
+        erred = status in ("failed", "retrying")
+        execution = Execution.objects.create(
+            event=event, route=route, status=status, attempts=3, total_attempts=3,
+            idempotency_key=Execution.new_idempotency_key(), created_at=at, updated_at=at,
+            next_attempt_at=now + timedelta(hours=1), last_error={LONG_ERROR!r} if erred else "")
+        Attempt.objects.create(
+            execution=execution, number=1, started_at=at, duration_ms=1234,
+            worker=f"worker-{{i % 3}}.eu-west-1.compute.internal:{{4000 + i}}:{{uuid.uuid4()}}",
+            outcome="permanent_error" if erred else "succeeded",
+            error_class="connectors.net.OutboundRefused" if erred else "",
+            error_message={LONG_ERROR!r} if erred else "")
+"""
+# The page's width and the result table's frame, against the window's.
+WIDTHS = """
+const table = document.getElementById('result_list');
+return {
+    window: window.innerWidth,
+    page: document.documentElement.scrollWidth,
+    frame: table.parentElement.clientWidth,
+    table: table.parentElement.scrollWidth,
+};
+"""
+
+
+def test_the_lists_fit_a_1400_pixel_window_and_say_when_nothing_matches(runtime, browser, shot):
+    from selenium.webdriver.common.by import By
+
+    rt = runtime
+    rt.manage("shell", "-c", TYPICAL_HISTORY)
+    browser.set_window_size(1400, 900)
+    log_in(browser, rt)
+
+    # Each list fits the window: no horizontal scroll of the page or of the table; what
+    # is cut short is whole on hover.
+    for n, name in enumerate(("event", "execution", "attempt"), start=1):
+        browser.get(rt.url + f"/admin/events/{name}/")
+        widths = browser.execute_script(WIDTHS)
+        shot(f"{n:02d}-{name}s-at-1400px")
+        assert widths["page"] <= widths["window"] == 1400, (name, widths)
+        assert widths["table"] <= widths["frame"], (name, widths)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+        assert len(rows) >= 30, name
+    route_cell = browser.find_element(By.CSS_SELECTOR, f'#result_list [title^="{LONG_ROUTE}:"]')
+    assert route_cell.text == LONG_ROUTE  # all of it in the page, for a copy
+    cut = "return arguments[0].scrollWidth > arguments[0].clientWidth"
+    assert browser.execute_script(cut, route_cell), "shown cut short, with an ellipsis"
+    browser.get(rt.url + "/admin/events/execution/?status__exact=failed")
+    assert browser.find_elements(By.CSS_SELECTOR, f'#result_list [title="{LONG_ERROR}"]')
+
+    # The first characters of an event id, as pasted from a sender's log, find its event.
+    wanted = one(rt, "SELECT event_id FROM events_event ORDER BY received_at DESC LIMIT 1")[0]
+    browser.get(rt.url + f"/admin/events/execution/?q={wanted[:8]}")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-event_cell span")
+    assert {cell.get_attribute("title") for cell in cells} == {
+        f"shopify-storefront-production-eu/{wanted}"
+    }
+    shot("04-executions-by-event-id-prefix")
+
+    # Nothing held among them: the page says so, and offers the same search unfiltered.
+    browser.get(rt.url + f"/admin/events/execution/?q={wanted[:8]}&status__exact=cancelled")
+    note = browser.find_element(By.ID, "no-results")
+    assert f"No executions match “{wanted[:8]}”." in note.text
+    assert "The search looked only within the filters: status." in note.text
+    assert not browser.find_elements(By.CLASS_NAME, "no-count-paginator")
+    shot("05-no-results-under-a-filter")
+    note.find_element(By.LINK_TEXT, "Clear the filters").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-event_cell")) == 2
+    assert "status__exact" not in browser.current_url
