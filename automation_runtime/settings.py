@@ -186,6 +186,8 @@ MAX_BODY_BYTES = envint("MAX_BODY_BYTES", 262144, minimum=1)
 MAX_JSON_DEPTH = envint("MAX_JSON_DEPTH", 64, minimum=1)
 MAX_JSON_KEYS = envint("MAX_JSON_KEYS", 10_000, minimum=1)
 MAX_STRING_LENGTH = envint("MAX_STRING_LENGTH", 65_536, minimum=1)
+# Chained steps (docs/workflows.md): a follow-up event deeper than this is stored blocked.
+MAX_CHAIN_DEPTH = envint("MAX_CHAIN_DEPTH", 10, minimum=1)
 # How far a signed request's timestamp may be from our clock, either way (signature schemes
 # that carry a timestamp: Standard Webhooks, Stripe, Slack).
 SIGNATURE_TOLERANCE_SECONDS = envint("SIGNATURE_TOLERANCE_SECONDS", 300, minimum=1)

@@ -6,6 +6,7 @@ RetryableError (may pass later) or PermanentError (will not). See docs/connector
 """
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -57,11 +58,30 @@ class ExecutionContext:
     received_at: str = ""
 
 
+# A result a chained step's templates see is at most this big as JSON; a bigger one is
+# cut to the JSON text's first MAX_RESULT_BYTES characters (docs/workflows.md).
+MAX_RESULT_BYTES = 65_536
+
+
 @dataclass
 class Result:
-    """What an action did, recorded on the attempt (keep `summary` short)."""
+    """What an action did: `summary` is recorded on the attempt (keep it short); `output`
+    is what a route's follow-up event sees as `{{ result }}` (JSON-able, bounded by
+    MAX_RESULT_BYTES; None: the summary). docs/connectors.md says what each gives."""
 
     summary: dict = field(default_factory=dict)
+    output: Any = None
+
+    def templated(self):
+        """`output` (or the summary), JSON-able and bounded: what `{{ result }}` is."""
+        value = self.summary if self.output is None else self.output
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return {}
+        if len(text) > MAX_RESULT_BYTES:
+            return {"truncated": True, "text": text[:MAX_RESULT_BYTES]}
+        return json.loads(text)
 
 
 # -- secrets in parameters ----------------------------------------------------------------

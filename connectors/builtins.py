@@ -125,7 +125,10 @@ class HttpConnector(_HttpTarget):
     def execute(self, action, params, context):
         method, url, headers, body = self._request_parts(action, params, context)
         response = net.request(method, url, headers=headers, body=body)
-        return Result(summary={"request": {"method": method, "url": url}, **response.summary()})
+        return Result(
+            summary={"request": {"method": method, "url": url}, **response.summary()},
+            output=response.output(),
+        )
 
     def dry_run(self, action, params, context):
         params = self.redact_secrets(action, params)
@@ -194,7 +197,8 @@ class WebhookForwardConnector(_HttpTarget):
         )
         response = net.request("POST", params["url"], headers=headers, body=body)
         return Result(
-            summary={"request": {"method": "POST", "url": params["url"]}, **response.summary()}
+            summary={"request": {"method": "POST", "url": params["url"]}, **response.summary()},
+            output=response.output(),
         )
 
     def dry_run(self, action, params, context):
@@ -261,7 +265,7 @@ class SlackConnector(_HttpTarget):
         response = net.request(
             "POST", params["url"], headers={"Content-Type": "application/json"}, body=body
         )
-        return Result(summary={"posted": True, **response.summary()})
+        return Result(summary={"posted": True, **response.summary()}, output=response.output())
 
     def dry_run(self, action, params, context):
         return Result(summary={"dry_run": True, "would_post": params["text"]})

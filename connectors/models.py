@@ -139,6 +139,20 @@ class Route(models.Model):
         help_text="With requires_approval: an execution not approved within this long ends "
         "expired (for example 24:00:00). Empty: it waits until an operator acts.",
     )
+    emit_type = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="When its action succeeds, emit a follow-up event of this type (a "
+        "template, such as invoice.created), stored from the internal source and routed "
+        "like any event (docs/workflows.md). Empty: nothing is emitted.",
+    )
+    emit_payload = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The follow-up event's payload: JSON whose strings may use "
+        "{{ event.… }}, {{ execution.… }} and {{ result.… }}, the action's result, such as "
+        "{{ result.body.invoice.number }}.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -279,6 +293,18 @@ class Route(models.Model):
             raise InvalidRoute(f"ordering_key: {exc}") from None
         if self.on_failure not in OnFailure.values:
             raise InvalidRoute(f"on_failure: one of {', '.join(OnFailure.values)}")
+        if self.emit_payload is None:
+            self.emit_payload = {}
+        try:
+            templating.check_syntax(self.emit_type or "", roots=templating.EMIT_ROOTS)
+            templating.check_syntax(self.emit_payload, roots=templating.EMIT_ROOTS)
+        except ValueError as exc:
+            raise InvalidRoute(f"emit_type: {exc}") from None
+        problem = finite_json_problem(self.emit_payload, root="(follow-up payload)")
+        if problem:
+            raise InvalidRoute(f"emit_payload: {problem}")
+        if self.emit_payload and not self.emit_type:
+            raise InvalidRoute("emit_type: give the follow-up event a type, or empty its payload")
         if self.approval_timeout is not None and self.approval_timeout.total_seconds() <= 0:
             raise InvalidRoute("approval_timeout: a positive duration, or empty for none")
 

@@ -11,8 +11,10 @@ event may fill only the path and query. Header names must be HTTP tokens and val
 of control characters, and the framing and hop-by-hop headers are this module's to set.
 """
 
+import contextlib
 import email.utils
 import ipaddress
+import json
 import re
 import socket
 import time
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 import urllib3
 from django.conf import settings
 
-from connectors.base import PermanentError, RetryableError
+from connectors.base import MAX_RESULT_BYTES, PermanentError, RetryableError
 from guardrails import policy
 
 RETRYABLE_STATUSES = {408, 425, 429}
@@ -64,6 +66,16 @@ class Response:
     status: int
     headers: dict
     body: bytes
+
+    def output(self) -> dict:
+        """What a chained step sees as `{{ result }}`: the status, and the body parsed as
+        JSON when it is JSON (else its text), the whole of it up to MAX_RESULT_BYTES."""
+        text = self.body[:MAX_RESULT_BYTES].decode("utf-8", errors="replace")
+        body = text
+        if len(self.body) <= MAX_RESULT_BYTES:
+            with contextlib.suppress(ValueError):
+                body = json.loads(text)
+        return {"status": self.status, "body": body}
 
     def summary(self) -> dict:
         text = self.body[:MAX_BODY_SUMMARY].decode("utf-8", errors="replace")

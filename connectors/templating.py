@@ -123,13 +123,17 @@ def placeholders(value) -> list[str]:
     return found
 
 
-def check_syntax(value) -> None:
-    """Raise ValueError for a placeholder that is not a dotted path under event or execution."""
+PARAM_ROOTS = ("event", "execution")
+# A follow-up event's type and payload also see the action's result.
+EMIT_ROOTS = ("event", "execution", "result")
+
+
+def check_syntax(value, roots=PARAM_ROOTS) -> None:
+    """Raise ValueError for a placeholder that is not a dotted path under one of `roots`."""
     for path in placeholders(value):
-        if not _PATH.match(path) or path.split(".")[0] not in ("event", "execution"):
-            raise ValueError(
-                f"Placeholder {{{{ {path} }}}} must be a dotted path under `event` or `execution`."
-            )
+        if not _PATH.match(path) or path.split(".")[0] not in roots:
+            under = " or ".join(f"`{root}`" for root in roots)
+            raise ValueError(f"Placeholder {{{{ {path} }}}} must be a dotted path under {under}.")
 
 
 def check_event_template(template: str) -> None:

@@ -30,6 +30,12 @@ class AuthScheme(models.TextChoices):
     STRIPE = "stripe", "Stripe"
     SHOPIFY = "shopify", "Shopify"
     SLACK = "slack", "Slack"
+    INTERNAL = "internal", "internal (the runtime's own follow-up events)"
+
+
+# The built-in source of the events routes emit as follow-ups (docs/workflows.md). It takes
+# no HTTP delivery: it has no credential, and none can be issued to it.
+INTERNAL_SOURCE = "internal"
 
 
 class IdFrom(models.TextChoices):
@@ -143,7 +149,27 @@ class Source(models.Model):
         # Inside: the rules module reads these models, so it cannot be imported above.
         from events.sources import rules
 
+        if (self.auth_scheme == AuthScheme.INTERNAL) != (self.name == INTERNAL_SOURCE):
+            raise forms.ValidationError(
+                {
+                    "auth_scheme": f"The {INTERNAL_SOURCE!r} source is built in, with the "
+                    "internal scheme; no other source may have either."
+                }
+            )
         rules.check_rules(self)
+
+    @classmethod
+    def internal(cls) -> "Source":
+        """The built-in source of follow-up events, created on first use (an insert that
+        does nothing when another process made it first)."""
+        source = cls.objects.filter(name=INTERNAL_SOURCE).first()
+        if source is None:
+            cls.objects.bulk_create(
+                [cls(name=INTERNAL_SOURCE, auth_scheme=AuthScheme.INTERNAL)],
+                ignore_conflicts=True,
+            )
+            source = cls.objects.get(name=INTERNAL_SOURCE)
+        return source
 
     def issue_key(self, *, key: str | None = None, label: str = "") -> tuple["SourceKey", str]:
         """Add an API key; returns the row and the plain key, which is never stored."""
@@ -374,6 +400,18 @@ class Event(models.Model):
     conflicts = models.PositiveIntegerField(
         default=0,
         help_text="Deliveries refused because they reused this event id with another body.",
+    )
+    caused_by = models.ForeignKey(
+        "Execution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="emitted",
+        help_text="The execution whose success emitted it (a chained step); empty for an "
+        "event that came from outside.",
+    )
+    depth = models.PositiveSmallIntegerField(
+        default=0, help_text="Steps from the event that came from outside (0) to this one."
     )
     matched_routes = models.JSONField(
         null=True,
@@ -632,6 +670,11 @@ class Execution(models.Model):
         help_text="Its route's ordering key rendered for its event: executions of one route "
         "with the same key run one at a time, in the order they were created. Empty: "
         "unordered.",
+    )
+    emit_generation = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Which follow-up event its success emits: the same one (same event id) "
+        "through retries and replays, a new one after a replay that asks to emit again.",
     )
     expires_at = models.DateTimeField(
         null=True,

@@ -27,6 +27,7 @@ from events.models import (
     ExecutionStatus,
     payload_field_term,
 )
+from events.observe import chains as event_chains
 from events.observe import timeline as execution_timeline
 from events.operate import bulk, operations
 from lib.admin import pretty_json
@@ -170,6 +171,7 @@ class EventAdmin(BigTableAdmin):
         "conflicts",
         "payload_pretty",
         "headers_pretty",
+        "chain",
         "routes",
     )
     readonly_fields = fields
@@ -278,6 +280,19 @@ class EventAdmin(BigTableAdmin):
                 "matched": sum(v.matched for v in verdicts or ()),
                 "event": event,
             },
+        )
+
+    @admin.display(description="chain")
+    def chain(self, obj):
+        """The chain of steps this event is part of, as a tree (events.observe.chains)."""
+        if obj is None or obj.pk is None:
+            return "—"
+        root, cut = event_chains.tree(obj)
+        if root is None:
+            return "— (not part of a chain)"
+        return render_to_string(
+            "admin/events/event/chain.html",
+            {"root": root, "cut": cut, "nodes": event_chains.NODES},
         )
 
     @admin.display(description="routes")

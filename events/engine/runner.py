@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from connectors import circuits, registry, templating
 from connectors.base import Connector, ExecutionContext, PermanentError, RetryableError
-from events.engine import claims
+from events.engine import chains, claims
 from events.models import Attempt, AttemptOutcome, Execution, ExecutionStatus
 from guardrails import config, policy
 from guardrails.models import RuntimeState
@@ -78,6 +78,8 @@ class Outcome:
     retry_after: float | None = None
     finished_at: datetime.datetime = field(default_factory=timezone.now)
     duration_ms: int = 0
+    # What the action gave back, as a follow-up event's templates see it ({{ result }}).
+    result: object = None
 
 
 @dataclass
@@ -250,7 +252,9 @@ def _call(job: Job) -> Outcome:
             result = job.connector.dry_run(route.action, params, context)
             return _outcome(job, AttemptOutcome.DRY_RUN, summary=result.summary or {})
         result = job.connector.execute(route.action, job.connector.reveal_secrets(params), context)
-        return _outcome(job, AttemptOutcome.SUCCEEDED, summary=result.summary or {})
+        return _outcome(
+            job, AttemptOutcome.SUCCEEDED, summary=result.summary or {}, result=result.templated()
+        )
     except RetryableError as exc:
         return _outcome(
             job,
@@ -427,6 +431,15 @@ def settle(outcomes: list[Outcome], *, owner: str) -> dict[int, str]:
         if o.job.execution.pk not in mine:
             _record_late(o)
             statuses[o.job.execution.pk] = "lease_lost"
+    # Chained steps: the follow-up event is stored in this transaction, with the success
+    # it follows from, or not at all.
+    chains.emit(
+        [
+            o
+            for o in outcomes
+            if o.job.execution.pk in mine and o.outcome == AttemptOutcome.SUCCEEDED
+        ]
+    )
     circuits.record_successes(
         (o.job.execution.route_id, o.job.target)
         for o in outcomes

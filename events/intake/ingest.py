@@ -1,16 +1,19 @@
 """Storing an inbound event exactly once and fanning it out to its routes."""
 
 import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from events.engine import wake
-from events.intake.parsing import ParsedEvent
+from events.engine.chains import FollowUp
+from events.intake.parsing import ParsedEvent, canonical_hash, check_structure
 from events.models import (
     Event,
     EventStatus,
@@ -148,14 +151,26 @@ def ingest(
 
 
 def _ingest(
-    source: Source, parsed: ParsedEvent, *, headers: dict, state, digest: str | None
+    source: Source,
+    parsed: ParsedEvent,
+    *,
+    headers: dict,
+    state,
+    digest: str | None,
+    caused_by_id: int | None = None,
+    depth: int = 0,
+    refuse: str = "",
 ) -> IngestResult:
-    try:
-        decision = policy.decide_ingest(
-            source=source, event_type=parsed.type, payload=parsed.payload, state=state
-        )
-    except policy.PayloadRejected as exc:
-        raise IngestError(400, "schema_violation", str(exc)) from None
+    """`refuse` stores the event blocked with that reason (a follow-up that cannot run)."""
+    if refuse:
+        decision = policy.Decision(policy.Verdict.BLOCK, refuse)
+    else:
+        try:
+            decision = policy.decide_ingest(
+                source=source, event_type=parsed.type, payload=parsed.payload, state=state
+            )
+        except policy.PayloadRejected as exc:
+            raise IngestError(400, "schema_violation", str(exc)) from None
     subject = {
         "data": parsed.payload,
         "headers": headers,
@@ -186,6 +201,8 @@ def _ingest(
         body_hash=parsed.body_hash,
         received_at=now,
         matched_routes=[route.pk for route in routes],
+        caused_by_id=caused_by_id,
+        depth=depth,
     )
     bind(event_uuid=event.id)
     for _ in range(3):
@@ -196,6 +213,48 @@ def _ingest(
         if result is not None:
             return result
     raise RuntimeError("event vanished three times while being stored")  # pragma: no cover
+
+
+def store_follow_up(follow: FollowUp) -> IngestResult:
+    """Store a chained step's follow-up event (events.engine.chains), inside the caller's
+    transaction: from the internal source, through the same guardrails, routes and filters
+    as any event. One it cannot run (too deep, not renderable, a payload no event may
+    have, refused by a payload schema) is stored blocked with the reason, so the chain
+    shows where it stopped. Its id is the parent's: a second emission is a duplicate."""
+    source = Source.internal()
+    payload, problem = follow.payload, follow.problem
+    if not problem:
+        try:
+            check_structure(
+                payload,
+                max_depth=settings.MAX_JSON_DEPTH,
+                max_keys=settings.MAX_JSON_KEYS,
+                max_string=settings.MAX_STRING_LENGTH,
+            )
+            if len(json.dumps(payload, ensure_ascii=False)) > settings.MAX_BODY_BYTES:
+                raise IngestError(400, "too_large", "the follow-up payload is too large")
+        except IngestError as exc:
+            problem = f"the follow-up's payload cannot be stored: {exc.message}"
+    if problem != follow.problem:  # the payload itself is what cannot be stored
+        payload = {}
+    parsed = ParsedEvent(
+        event_id=follow.event_id,
+        type=follow.type,
+        payload=payload,
+        body_hash=canonical_hash(payload),
+    )
+    kwargs = {"headers": {}, "digest": None, "caused_by_id": follow.parent_id}
+    with log_context(source=source.name, event_id=parsed.event_id):
+        state = RuntimeState.current()
+        try:
+            return _ingest(
+                source, parsed, state=state, depth=follow.depth, refuse=problem, **kwargs
+            )
+        except IngestError as exc:  # a payload schema of the internal source refused it
+            refused = f"refused at ingest: {exc.message}"
+            return _ingest(
+                source, parsed, state=state, depth=follow.depth, refuse=refused, **kwargs
+            )
 
 
 def _store(event: Event, routes, execution_status, reason: str, digest) -> IngestResult | None:

@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from connectors.models import Route
@@ -35,14 +36,23 @@ def _ids(queryset):
 
 
 def requeue(
-    ids, *, from_statuses, note: str, progress=None, ask_approval: bool = False
+    ids,
+    *,
+    from_statuses,
+    note: str,
+    progress=None,
+    ask_approval: bool = False,
+    emit_again: bool = False,
 ) -> list[int]:
     """Queue these executions again, keeping their idempotency keys; returns those moved.
     Not audited: callers record one audit entry for the whole operation.
 
     With `ask_approval` (replay), those whose route requires approval wait for it again
     (awaiting_approval, with a new deadline) instead of being queued: an approval is for
-    one run. Executions whose event was pruned (its payload is gone, docs/retention.md)
+    one run. With `emit_again` (replay --emit-again), a chained step's next success emits
+    a new follow-up event (docs/workflows.md); otherwise it emits the one it did before,
+    which is a duplicate and stores nothing. Executions whose event was pruned (its
+    payload is gone, docs/retention.md)
     are never queued again: their action would run without its payload.
     `progress(done, total)` is called after each chunk."""
 
@@ -64,6 +74,8 @@ def requeue(
                 "lease_expires_at": None,
                 "updated_at": now,
             }
+            if emit_again:
+                changes["emit_generation"] = F("emit_generation") + 1
             Execution.objects.filter(pk__in=queued, status__in=from_statuses).update(
                 status=ExecutionStatus.QUEUED,
                 next_attempt_at=now,
@@ -126,6 +138,7 @@ def _requeue_audited(
     reason,
     progress=None,
     ask_approval=False,
+    emit_again=False,
     note="",
     **details,
 ):
@@ -136,7 +149,10 @@ def _requeue_audited(
         note=note or f"{verb} by {audit.actor_name(actor)}",
         progress=progress,
         ask_approval=ask_approval,
+        emit_again=emit_again,
     )
+    if emit_again:
+        details["emit_again"] = True
     audit.record(
         actor=actor,
         via=via,
@@ -163,14 +179,23 @@ def release_held(queryset, *, actor, via, reason: str = "") -> int:
     )
 
 
-def replay(queryset, *, actor, via, force: bool = False, reason: str = "", progress=None) -> int:
+def replay(
+    queryset,
+    *,
+    actor,
+    via,
+    force: bool = False,
+    reason: str = "",
+    progress=None,
+    emit_again: bool = False,
+) -> int:
     """Run executions again as a new attempt with the same idempotency key.
 
     Failed, cancelled, blocked, held, dry-run, rejected and expired executions are
     replayed; succeeded ones only with force=True; queued, retrying, running and awaiting
     ones, and those whose event was pruned, are left alone. Those of a route that requires
-    approval wait for approval again. Returns how many. `progress(done, total)` follows
-    the chunks.
+    approval wait for approval again. A chained step emits its follow-up event again only
+    with emit_again. Returns how many. `progress(done, total)` follows the chunks.
     """
     return _requeue_audited(
         queryset,
@@ -182,6 +207,7 @@ def replay(queryset, *, actor, via, force: bool = False, reason: str = "", progr
         reason=reason,
         progress=progress,
         ask_approval=True,
+        emit_again=emit_again,
         force=force,
     )
 

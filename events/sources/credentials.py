@@ -81,6 +81,11 @@ def add_credential(
 
     Returns the row and the plain key or secret (generated unless given).
     """
+    if source.auth_scheme == AuthScheme.INTERNAL:
+        raise SourceError(
+            f"The {source.name!r} source carries the runtime's own follow-up events; it takes "
+            "no credential and no HTTP delivery."
+        )
     if secret is not None:
         check_new_secret(source.auth_scheme, secret)
     if source.auth_scheme == AuthScheme.API_KEY:

@@ -69,6 +69,9 @@ DEFAULT_RULES: dict[str, tuple[tuple, tuple]] = {
         (("body", "event_id"), ("body", "trigger_id"), ("body_sha256", "")),
         (("body", "event.type"), ("body", "type")),
     ),
+    # Follow-up events are stored by the runtime itself (events/engine/chains.py), never
+    # parsed from a request; these rules are never used.
+    AuthScheme.INTERNAL: ((("body", "event_id"),), (("body", "type"),)),
 }
 
 

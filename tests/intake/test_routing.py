@@ -251,7 +251,7 @@ def test_unknown_source_names_are_refused_listing_the_sources():
         route.full_clean()
 
     assert refused.value.message_dict["sources"] == [
-        "No source is named shoop; the sources are: shop."
+        "No source is named shoop; the sources are: internal, shop."
     ]
 
 

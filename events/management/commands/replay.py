@@ -84,6 +84,12 @@ class Command(BaseCommand):
         parser.add_argument("--since", type=when, help="Created at or after (ISO time or 2h).")
         parser.add_argument("--until", type=when, help="Created before (ISO time or 2h).")
         parser.add_argument("--force", action="store_true", help="Also re-run succeeded ones.")
+        parser.add_argument(
+            "--emit-again",
+            action="store_true",
+            help="A chained step emits a new follow-up event when it succeeds again "
+            "(without it, it emits the one it did before: a duplicate, nothing new).",
+        )
         parser.add_argument("--unrouted", action="store_true", help="Route unrouted events.")
         parser.add_argument(
             "--blocked",
@@ -116,6 +122,7 @@ class Command(BaseCommand):
         since,
         until,
         force,
+        emit_again,
         unrouted,
         blocked,
         dry_run,
@@ -147,7 +154,15 @@ class Command(BaseCommand):
         if dry_run:
             self._list(executions, eligible)
         else:
-            self._replay(executions, eligible, force, progress, actor=actor, reason=reason)
+            self._replay(
+                executions,
+                eligible,
+                force,
+                progress,
+                actor=actor,
+                reason=reason,
+                emit_again=emit_again,
+            )
         if pruned:
             self.stdout.write(f"{pruned} execution(s) {PRUNED_NOTE}.")
 
@@ -182,7 +197,7 @@ class Command(BaseCommand):
         skipped = executions.exclude(status__in=eligible).count()
         self.stdout.write(f"{total} execution(s) would be replayed; {skipped} left alone.")
 
-    def _replay(self, executions, eligible, force, progress, *, actor, reason):
+    def _replay(self, executions, eligible, force, progress, *, actor, reason, emit_again):
         bar = Progress(self.stderr)
         if progress == "auto":
             large = bar.tty or executions.filter(status__in=eligible).count() > PROGRESS_OVER
@@ -194,5 +209,6 @@ class Command(BaseCommand):
             force=force,
             reason=reason,
             progress=bar if progress == "always" else None,
+            emit_again=emit_again,
         )
         self.stdout.write(f"{n} execution(s) queued again.")
