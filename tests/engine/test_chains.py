@@ -159,3 +159,19 @@ def test_a_route_refuses_a_follow_up_template_it_cannot_render():
         Route.objects.create(**base, emit_type="{{ secrets.key }}")
     with pytest.raises(InvalidRoute, match="emit_type"):
         Route.objects.create(**base, emit_payload={"a": 1})
+
+
+def test_the_replay_command_emits_again_only_when_told(source, sink):
+    from django.core.management import call_command
+
+    sink.script = [{"status": 200, "body": INVOICE}] * 3
+    invoice_route(sink)
+    first = paid(source)
+    assert run(first) == ExecutionStatus.SUCCEEDED
+
+    for extra in ([], ["--emit-again"]):
+        call_command("replay", str(first.pk), "--force", "--reason", "again", *extra)
+        assert run(first) == ExecutionStatus.SUCCEEDED
+
+    ids = sorted(Event.objects.filter(caused_by=first).values_list("event_id", flat=True))
+    assert ids == [first.idempotency_key, f"{first.idempotency_key}.1"]

@@ -1,5 +1,7 @@
 """A small HTTP server to send actions to while trying the runtime: it prints each request
-and answers 503 to the first few, then 200. It listens on 127.0.0.1 only."""
+and answers 503 to the first few, then 200. A POST to /invoices is answered as an
+accounting API would, with a new invoice number (docs/workflows.md's chained step). It
+listens on 127.0.0.1 only."""
 
 import json
 import threading
@@ -11,7 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = (
         "Listen on 127.0.0.1:PORT and print each request (method, path, Idempotency-Key, "
-        "body). The first --fail-first requests get 503, the rest 200. Ctrl-C stops it."
+        "body). The first --fail-first requests get 503, the rest 200; a POST to /invoices "
+        'gets {"invoice": {"number": "INV-0001"}}, one number per Idempotency-Key. '
+        "Ctrl-C stops it."
     )
 
     def add_arguments(self, parser):
@@ -45,6 +49,7 @@ class Command(BaseCommand):
 def sink_server(port: int, fail_first: int, out, style) -> ThreadingHTTPServer:
     lock = threading.Lock()
     seen = [0]
+    invoices: dict[str, str] = {}  # Idempotency-Key -> invoice number: a retry gets the same
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
@@ -62,7 +67,13 @@ def sink_server(port: int, fail_first: int, out, style) -> ThreadingHTTPServer:
             out.write((style.SUCCESS if status == 200 else style.WARNING)(line))
             if shown:
                 out.write(f"    {shown}")
-            answer = json.dumps({"ok": status == 200}).encode()
+            answer = {"ok": status == 200}
+            if status == 200 and self.command == "POST" and self.path.startswith("/invoices"):
+                with lock:
+                    invoice = invoices.setdefault(key, f"INV-{len(invoices) + 1:04d}")
+                answer = {"invoice": {"number": invoice}}
+                out.write(f"    -> invoice {invoice}")
+            answer = json.dumps(answer).encode()
             self.send_response(status)
             if status == 503:
                 self.send_header("Retry-After", "1")
