@@ -12,13 +12,16 @@ success. A retried or replayed step that succeeds again stores nothing new: the 
 taken. A replay asked to emit again (`replay --emit-again`) moves the generation on.
 """
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.db import DataError, IntegrityError, transaction
 
 from connectors import templating
 
+logger = logging.getLogger(__name__)
 _store: Callable[["FollowUp"], object] | None = None
 
 
@@ -90,10 +93,19 @@ def follow_up(outcome) -> FollowUp | None:
 
 def emit(outcomes) -> None:
     """Store the follow-up events of these successful outcomes (inside the caller's
-    transaction, the one that records the successes)."""
+    transaction, the one that records the successes). One the database refuses (data it
+    cannot hold) is stored blocked with the reason instead, so the successes it follows
+    are still recorded."""
+    if _store is None:  # pragma: no cover - wired in EventsConfig.ready
+        raise RuntimeError("chains.connect() was not called")
     for outcome in outcomes:
         found = follow_up(outcome)
-        if found is not None:
-            if _store is None:  # pragma: no cover - wired in EventsConfig.ready
-                raise RuntimeError("chains.connect() was not called")
-            _store(found)
+        if found is None:
+            continue
+        try:
+            with transaction.atomic():
+                _store(found)
+        except (DataError, IntegrityError) as exc:
+            logger.exception("execution %s: its follow-up could not be stored", found.parent_id)
+            problem = f"the follow-up could not be stored: {type(exc).__name__}"
+            _store(replace(found, payload={}, problem=problem))
