@@ -853,9 +853,11 @@ def kill_workers(
     inflight: "InFlight",
     flood: Flood,
     sinks: list[IdempotentSink],
+    wanted=None,
 ) -> list[Kill]:
     """SIGKILL a worker holding all its slots, `sizes.worker_kills` times, a pause apart,
-    and start it again at once (as a supervisor would): what each held is recorded."""
+    and start it again at once (as a supervisor would): what each held is recorded.
+    `wanted(kill number, running rows)`, if given, must also hold before a kill."""
     kills: list[Kill] = []
     full = sizes.concurrency
 
@@ -865,7 +867,7 @@ def kill_workers(
         not recorded. A kill now leaves the most for the idempotency key to absorb."""
         rows = rt.query(HELD, (owned_by(pid),))
         inflight.sample()
-        if len(rows) < full:
+        if len(rows) < full or (wanted is not None and not wanted(len(kills), rows)):
             return False
         done = sum(1 for *_, key in rows if reached(sinks, key))
         return done >= full // 2 or time.monotonic() > aim
@@ -1922,6 +1924,10 @@ FOLLOW_UPS = """
     FROM events_event f JOIN events_source s ON s.id = f.source_id
     WHERE f.caused_by_id IS NOT NULL
 """
+STEP_TWO_KEYS = """
+    SELECT x.idempotency_key FROM events_execution x JOIN events_event e ON e.id = x.event_id
+    WHERE e.caused_by_id IS NOT NULL
+"""
 STEP_TWO_ROWS = """
     SELECT f.caused_by_id, x.idempotency_key, x.status, r.name
     FROM events_execution x JOIN events_event f ON f.id = x.event_id
@@ -1969,7 +1975,18 @@ def chain_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
             lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
         )
         start_workers(rt, sizes)
-        kills = kill_workers(rt, outcome, sizes, budget, inflight, flood, [invoices, step_two])
+        step_two_keys = set()
+
+        def with_step_two(number: int, rows: list) -> bool:
+            """The later half of the kills land with step-2 executions in flight too."""
+            if number < sizes.worker_kills // 2:
+                return True
+            step_two_keys.update(key for (key,) in rt.query(STEP_TWO_KEYS))
+            return any(key in step_two_keys for *_, key in rows)
+
+        kills = kill_workers(
+            rt, outcome, sizes, budget, inflight, flood, [invoices, step_two], with_step_two
+        )
         outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
         outcome.check(flood.join(), "the flood's clients did not finish")
         outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
@@ -1991,6 +2008,11 @@ def chain_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
             rt, outcome, budget, follow_ups, budget.left() - 5, watch, types_like=FOLLOW_UP_TYPE
         )
         check_kills(rt, outcome, [invoices, step_two], kills)
+        step_two_keys.update(key for (key,) in rt.query(STEP_TWO_KEYS))
+        outcome.note(
+            "step-2 executions among those held at each kill: "
+            + ", ".join(str(sum(row[3] in step_two_keys for row in k.held)) for k in kills)
+        )
         outcome.note(
             f"{len(kills)} SIGKILLs, each of a worker holding (running, its lease owner's) "
             f"{', '.join(str(len(k.held)) for k in kills)} executions; attempts by outcome: "
