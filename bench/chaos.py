@@ -30,6 +30,11 @@ ASSERTS:
 6. duplicate-storm: 10,000 requests over 1,000 event ids at concurrency 64, a new
    connection each; only 202 `accepted` (exactly one per id) and 200 `duplicate`; exactly
    1,000 events, executions and side effects.
+7. chain-kills: a two-step chain (step 1 answered with an invoice number by the sink, its
+   follow-up event carrying it to step 2, which posts it to a second sink) while workers
+   are SIGKILLed as in worker-kills; every step-1 execution emits exactly one follow-up,
+   carrying the number the sink answered for it, and every follow-up's step 2 succeeds
+   with exactly one side effect at the second sink.
 
 Every wait has a deadline and every flood a request budget. A violated promise is printed
 with its evidence and makes the exit status 1. At the end a markdown table sums up.
@@ -85,6 +90,7 @@ ALL = (
     "db-restart",
     "sink-outage",
     "duplicate-storm",
+    "chain-kills",
 )
 POSTGRES_ONLY = {
     "pg-restart": "it restarts a PostgreSQL server",
@@ -371,11 +377,11 @@ def fmt_counts(counts) -> str:
 
 
 # -- the runtime ---------------------------------------------------------------------
-def idempotent_sink(latency: float = 0.0) -> IdempotentSink:
+def idempotent_sink(latency: float = 0.0, answer=None) -> IdempotentSink:
     """The sink, with room for every worker's calls at once. (bench/sinks.py sets
     request_queue_size after its server is already listening, so the backlog stays
     socketserver's 5, and 64 callers at once get connection resets: listen again.)"""
-    sink = IdempotentSink(latency=latency)
+    sink = IdempotentSink(latency=latency, answer=answer)
     sink.server.socket.listen(max(256, sink.server.request_queue_size))
     return sink
 
@@ -388,16 +394,20 @@ def add_routes(rt: Runtime, sink: IdempotentSink, lanes: int = 1, **fields):
     """The chaos routes of the first `lanes` event types: `http` POST to the sink, with room
     for every worker's slots (max_in_flight), checked as the admin would."""
     params = {"url": sink.url, "body": {"event_id": "{{ event.event_id }}"}}
+    code = "".join(route_code(name, type_, params, **fields) for name, type_ in ROUTES[:lanes])
+    rt.manage("shell", "-c", "from connectors.models import Route\n" + code)
+
+
+def route_code(name: str, type_: str, params: dict, **fields) -> str:
+    """Python that saves one `http` POST route, checked as the admin would (full_clean),
+    with room for every worker's slots (max_in_flight) unless `fields` say otherwise."""
     fields = {"max_in_flight": MAX_IN_FLIGHT, **fields}
-    code = "from connectors.models import Route\n"
-    for name, type_ in ROUTES[:lanes]:
-        code += (
-            f"route = Route(name={name!r}, event_type={type_!r}, connector='http', "
-            f"action='post', params={params!r}, "
-            + ", ".join(f"{k}={v!r}" for k, v in fields.items())
-            + ")\nroute.full_clean()\nroute.save()\n"
-        )
-    rt.manage("shell", "-c", code)
+    return (
+        f"route = Route(name={name!r}, event_type={type_!r}, connector='http', "
+        f"action='post', params={params!r}, "
+        + ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        + ")\nroute.full_clean()\nroute.save()\n"
+    )
 
 
 WORKERS = ("worker-0", "worker-1")
@@ -532,8 +542,8 @@ def stored_events(rt: Runtime) -> dict[str, int]:
     return dict(rt.query(EVENTS, (TYPES_LIKE,)))
 
 
-def statuses(rt: Runtime) -> dict[str, int]:
-    return dict(rt.query(STATUSES, (TYPES_LIKE,)))
+def statuses(rt: Runtime, types_like: str = TYPES_LIKE) -> dict[str, int]:
+    return dict(rt.query(STATUSES, (types_like,)))
 
 
 def owner_pid(owner: str) -> int | None:
@@ -598,15 +608,22 @@ def check_stored(rt: Runtime, outcome: Outcome, acked: set[str], sent: set[str])
 
 
 def wait_terminal(
-    rt: Runtime, outcome: Outcome, budget: Budget, expected: int, timeout: float, watch=None
+    rt: Runtime,
+    outcome: Outcome,
+    budget: Budget,
+    expected: int,
+    timeout: float,
+    watch=None,
+    types_like: str = TYPES_LIKE,
 ):
-    """Until all `expected` executions are terminal; then all must have succeeded."""
+    """Until all `expected` executions (of events whose type is LIKE `types_like`) are
+    terminal; then all must have succeeded."""
     last = {"at": time.monotonic(), "counts": None}
 
     def settled():
         if watch:
             watch()
-        counts = statuses(rt)
+        counts = statuses(rt, types_like)
         if counts != last["counts"]:
             last.update(at=time.monotonic(), counts=counts)
         if time.monotonic() - last["at"] > 10:
@@ -618,22 +635,25 @@ def wait_terminal(
     try:
         budget.wait_until(settled, timeout, "all executions terminal", interval=0.5)
     except Abort as exc:
-        raise Abort(f"{exc}; executions by status: {statuses(rt)}") from None
-    counts = statuses(rt)
+        raise Abort(f"{exc}; executions by status: {statuses(rt, types_like)}") from None
+    counts = statuses(rt, types_like)
     if not outcome.check(
         counts == {"succeeded": expected},
-        f"executions ended {counts}, expected {expected} succeeded",
+        f"executions of {types_like} events ended {counts}, expected {expected} succeeded",
     ):
-        failed = [r for r in rt.query(KEYS, (TYPES_LIKE,)) if r[1] != "succeeded"][:5]
+        failed = [r for r in rt.query(KEYS, (types_like,)) if r[1] != "succeeded"][:5]
         outcome.note(f"not succeeded, first few (key, status, last error): {failed}")
 
 
-def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
-    """One side effect per execution: the sink's distinct keys are the executions' keys.
-    A key the sink saw more than once is a repeat it absorbed; each repeat must follow an
-    attempt whose worker was gone (lost or abandoned): an action run twice by a worker
-    that was alive throughout would be a double run the key only happened to hide."""
-    rows = rt.query(KEYS, (TYPES_LIKE,))
+def check_effects(
+    rt: Runtime, outcome: Outcome, sink: IdempotentSink, types_like=TYPES_LIKE, name="the sink"
+):
+    """One side effect per execution: the sink's distinct keys are the keys of the
+    executions of the events whose type is LIKE `types_like`. A key the sink saw more than
+    once is a repeat it absorbed; each repeat must follow an attempt whose worker was gone
+    (lost or abandoned): an action run twice by a worker that was alive throughout would
+    be a double run the key only happened to hide."""
+    rows = rt.query(KEYS, (types_like,))
     keys = {key for key, _, _ in rows}
     succeeded = {key for key, status, _ in rows if status == "succeeded"}
     effects = sink.keys()
@@ -645,12 +665,14 @@ def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
     )
     outcome.check(
         len(effects) == len(rows),
-        f"{len(effects)} distinct side effects for {len(rows)} executions",
+        f"{len(effects)} distinct side effects at {name} for {len(rows)} executions",
     )
     without = succeeded - effects
     outcome.check(not without, f"{len(without)} executions succeeded without a side effect")
     strangers = effects - keys
-    outcome.check(not strangers, f"{len(strangers)} side effects for keys no execution has")
+    outcome.check(
+        not strangers, f"{len(strangers)} side effects at {name} for keys no execution has"
+    )
     outcome.check(sink.without_key == 0, f"{sink.without_key} calls without an Idempotency-Key")
     tries = {key: (int(n), int(gone or 0)) for key, n, gone in rt.query(TRIES)}
     with sink.lock:
@@ -679,7 +701,7 @@ def check_effects(rt: Runtime, outcome: Outcome, sink: IdempotentSink):
     if sink.absorbed:
         most = max(deliveries.values())
         outcome.note(
-            f"the sink absorbed {sink.absorbed} repeated deliveries "
+            f"{name} absorbed {sink.absorbed} repeated deliveries "
             f"(at most {most} deliveries of one key)"
         )
 
@@ -797,70 +819,7 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
             lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
         )
         start_workers(rt, sizes)
-        kills: list[Kill] = []
-        full = sizes.concurrency
-
-        def ripe(pid: int, aim: float) -> bool:
-            """All slots of the worker busy, and (for up to 5 s, the aim) at least half of
-            their calls arrived at the sink: their effects happened, their results are
-            not recorded. A kill now leaves the most for the idempotency key to absorb."""
-            rows = rt.query(HELD, (owned_by(pid),))
-            inflight.sample()
-            if len(rows) < full:
-                return False
-            with sink.lock:
-                done = sum(1 for *_, key in rows if key in sink.deliveries)
-            return done >= full // 2 or time.monotonic() > aim
-
-        while len(kills) < sizes.worker_kills:
-            # A supervisor's view: a worker dies, it is started again at once.
-            pause_until = time.monotonic() + random.uniform(*sizes.kill_pause)
-            budget.wait_until(
-                lambda until=pause_until: (
-                    supervise(rt, outcome, sizes) or time.monotonic() >= until
-                ),
-                10,
-                "the pause between kills",
-                interval=0.1,
-            )
-            name = random.choice(WORKERS)
-            pid, aim = rt.procs[name].pid, time.monotonic() + 5
-            try:
-                budget.wait_until(
-                    lambda pid=pid, proc=rt.procs[name], aim=aim: (
-                        ripe(pid, aim) or proc.poll() is not None
-                    ),
-                    20,
-                    f"{name} (pid {pid}) holding {full} running executions",
-                    interval=0.02,
-                )
-            except Abort as exc:
-                peak = max((n for o, n in inflight.peak.items() if owner_pid(o) == pid), default=0)
-                outcome.check(
-                    False,
-                    f"{exc} (at most {peak} seen; flood: {flood.sent()} sent, "
-                    f"{'done' if flood.done else 'going on'}); killed anyway",
-                )
-            if rt.procs[name].poll() is not None:
-                supervise(rt, outcome, sizes)  # it died on its own: a violation
-                continue
-            rt.kill(name, signal.SIGKILL)
-            at = time.time()
-            # What the dead worker still holds: its lease owner's running rows.
-            held = rt.query(HELD, (owned_by(pid),))
-            rt.start_worker(name, concurrency=sizes.concurrency)
-            with sink.lock:
-                delivered = sum(1 for *_, key in held if key in sink.deliveries)
-            kills.append(Kill(name, pid, at, held, delivered))
-            progress(
-                f"worker-kills/{outcome.database}: SIGKILLed {name} (pid {pid}) holding "
-                f"{len(held)} running executions ({delivered} side effects done)"
-            )
-            outcome.check(
-                len(held) == full,
-                f"{name} (pid {pid}) was SIGKILLed holding {len(held)} running executions, "
-                f"not {full}",
-            )
+        kills = kill_workers(rt, outcome, sizes, budget, inflight, flood, [sink])
         outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
         outcome.check(flood.join(), "the flood's clients did not finish")
         outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
@@ -875,7 +834,7 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
             inflight.sample()
 
         wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
-        check_kills(rt, outcome, sink, kills)
+        check_kills(rt, outcome, [sink], kills)
         outcome.note(
             f"{len(kills)} SIGKILLs, each of a worker holding (running, its lease owner's) "
             f"{', '.join(str(len(k.held)) for k in kills)} executions; attempts by outcome: "
@@ -886,10 +845,97 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
     return outcome
 
 
-def check_kills(rt: Runtime, outcome: Outcome, sink: IdempotentSink, kills: list[Kill]):
+def kill_workers(
+    rt: Runtime,
+    outcome: Outcome,
+    sizes: Sizes,
+    budget: Budget,
+    inflight: "InFlight",
+    flood: Flood,
+    sinks: list[IdempotentSink],
+    wanted=None,
+) -> list[Kill]:
+    """SIGKILL a worker holding all its slots, `sizes.worker_kills` times, a pause apart,
+    and start it again at once (as a supervisor would): what each held is recorded.
+    `wanted(kill number, running rows)`, if given, must also hold before a kill."""
+    kills: list[Kill] = []
+    full = sizes.concurrency
+
+    def ripe(pid: int, aim: float) -> bool:
+        """All slots of the worker busy, and (for up to 5 s, the aim) at least half of
+        their calls arrived at the sink: their effects happened, their results are
+        not recorded. A kill now leaves the most for the idempotency key to absorb."""
+        rows = rt.query(HELD, (owned_by(pid),))
+        inflight.sample()
+        if len(rows) < full or (wanted is not None and not wanted(len(kills), rows)):
+            return False
+        done = sum(1 for *_, key in rows if reached(sinks, key))
+        return done >= full // 2 or time.monotonic() > aim
+
+    while len(kills) < sizes.worker_kills:
+        # A supervisor's view: a worker dies, it is started again at once.
+        pause_until = time.monotonic() + random.uniform(*sizes.kill_pause)
+        budget.wait_until(
+            lambda until=pause_until: supervise(rt, outcome, sizes) or time.monotonic() >= until,
+            10,
+            "the pause between kills",
+            interval=0.1,
+        )
+        name = random.choice(WORKERS)
+        pid, aim = rt.procs[name].pid, time.monotonic() + 5
+        try:
+            budget.wait_until(
+                lambda pid=pid, proc=rt.procs[name], aim=aim: (
+                    ripe(pid, aim) or proc.poll() is not None
+                ),
+                20,
+                f"{name} (pid {pid}) holding {full} running executions",
+                interval=0.02,
+            )
+        except Abort as exc:
+            peak = max((n for o, n in inflight.peak.items() if owner_pid(o) == pid), default=0)
+            outcome.check(
+                False,
+                f"{exc} (at most {peak} seen; flood: {flood.sent()} sent, "
+                f"{'done' if flood.done else 'going on'}); killed anyway",
+            )
+        if rt.procs[name].poll() is not None:
+            supervise(rt, outcome, sizes)  # it died on its own: a violation
+            continue
+        rt.kill(name, signal.SIGKILL)
+        at = time.time()
+        # What the dead worker still holds: its lease owner's running rows.
+        held = rt.query(HELD, (owned_by(pid),))
+        rt.start_worker(name, concurrency=sizes.concurrency)
+        delivered = sum(1 for *_, key in held if reached(sinks, key))
+        kills.append(Kill(name, pid, at, held, delivered))
+        progress(
+            f"{outcome.scenario}/{outcome.database}: SIGKILLed {name} (pid {pid}) holding "
+            f"{len(held)} running executions ({delivered} side effects done)"
+        )
+        outcome.check(
+            len(held) == full,
+            f"{name} (pid {pid}) was SIGKILLed holding {len(held)} running executions, not {full}",
+        )
+    return kills
+
+
+def reached(sinks: list[IdempotentSink], key: str) -> bool:
+    """Whether the call with this idempotency key has reached one of the sinks (its
+    effect happened)."""
+    return any(deliveries(sink, key) for sink in sinks)
+
+
+def deliveries(sink: IdempotentSink, key: str) -> int:
+    """How often the sink answered 2xx to this idempotency key (1 + repeats absorbed)."""
+    with sink.lock:
+        return sink.deliveries.get(key, 0)
+
+
+def check_kills(rt: Runtime, outcome: Outcome, sinks: list[IdempotentSink], kills: list[Kill]):
     """What each killed worker held came back after its lease and succeeded: its attempt
     by the dead worker ended `lost`, not before the lease ran out and within a reaper
-    interval (plus slack) after; a later attempt succeeded; one effect at the sink."""
+    interval (plus slack) after; a later attempt succeeded; one effect at the sinks."""
     held = {row[0] for kill in kills for row in kill.held}
     tries: dict[int, list] = {}
     ordered = sorted(held)
@@ -948,16 +994,16 @@ def check_kills(rt: Runtime, outcome: Outcome, sink: IdempotentSink, kills: list
         f"{len(not_back)} executions a killed worker held did not succeed afterwards "
         f"(execution, status, later attempts): {not_back[:5]}",
     )
-    with sink.lock:
-        keys = {row[3] for k in kills for row in k.held}
-        again = sum(max(sink.deliveries.get(key, 0) - 1, 0) for key in keys)
+    keys = {row[3] for k in kills for row in k.held}
+    again = sum(max(deliveries(sink, key) - 1, 0) for key in keys for sink in sinks)
+    who = "the sinks" if len(sinks) > 1 else "the sink"
     if lags:
         outcome.note(
             f"{sum(len(k.held) for k in kills)} executions held by killed workers "
             f"({sum(k.delivered for k in kills)} with their effect done at the kill): each "
             f"came back {min(lags):.1f}-{max(lags):.1f} s after its lease expired "
             f"({LEASE_SECONDS} s leases) and succeeded {min(back_after, default=0):.1f}-"
-            f"{max(back_after, default=0):.1f} s after the kill; the sink absorbed {again} "
+            f"{max(back_after, default=0):.1f} s after the kill; {who} absorbed {again} "
             "repeated deliveries of theirs"
         )
 
@@ -1853,6 +1899,213 @@ def duplicate_storm(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> O
     return outcome
 
 
+# -- 7. chain kills ----------------------------------------------------------------------
+# Step 1 (the chaos routes) creates an invoice at the first sink, which answers its number;
+# the follow-up event carries it from the internal source to step 2, which posts it on.
+FOLLOW_UP_TYPE = "invoice.created"
+STEP_TWO = "chaos-chain-step-2"
+EMIT = {
+    "emit_type": FOLLOW_UP_TYPE,
+    "emit_payload": {
+        "invoice": "{{ result.body.invoice.number }}",
+        "order": "{{ event.event_id }}",
+    },
+}
+STEP_ONE_ROWS = """
+    SELECT x.id, x.idempotency_key, x.status, e.event_id
+    FROM events_execution x JOIN events_event e ON e.id = x.event_id WHERE e.type LIKE %s
+"""
+PER_PARENT = """
+    SELECT caused_by_id, COUNT(*) FROM events_event WHERE caused_by_id IS NOT NULL
+    GROUP BY caused_by_id
+"""
+FOLLOW_UPS = """
+    SELECT f.caused_by_id, f.event_id, f.type, f.depth, f.status, s.name, f.payload
+    FROM events_event f JOIN events_source s ON s.id = f.source_id
+    WHERE f.caused_by_id IS NOT NULL
+"""
+STEP_TWO_KEYS = """
+    SELECT x.idempotency_key FROM events_execution x JOIN events_event e ON e.id = x.event_id
+    WHERE e.caused_by_id IS NOT NULL
+"""
+STEP_TWO_ROWS = """
+    SELECT f.caused_by_id, x.idempotency_key, x.status, r.name
+    FROM events_execution x JOIN events_event f ON f.id = x.event_id
+    JOIN connectors_route r ON r.id = x.route_id
+    WHERE f.caused_by_id IS NOT NULL
+"""
+
+
+def invoice_answer(number: int, key: str, body: bytes) -> dict:
+    """The first sink's answer: an invoice numbered by the effect and the event it is for,
+    so a follow-up carrying another call's answer (or none) is seen."""
+    return {"invoice": {"number": f"INV-{json.loads(body)['event_id']}-{number}"}}
+
+
+def add_chain(rt: Runtime, invoices: IdempotentSink, step_two: IdempotentSink):
+    """Step 1 on both chaos lanes (to the invoicing sink, emitting invoice.created) and
+    step 2 on the internal source's invoice.created (to the second sink)."""
+    add_routes(rt, invoices, lanes=2, **EMIT)
+    params = {
+        "url": step_two.url,
+        "body": {"invoice": "{{ event.invoice }}", "order": "{{ event.order }}"},
+    }
+    code = route_code(STEP_TWO, FOLLOW_UP_TYPE, params, sources=["internal"])
+    rt.manage("shell", "-c", "from connectors.models import Route\n" + code)
+
+
+def chain_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
+    """worker-kills over a two-step chain: each step-1 success emits its follow-up once,
+    with the invoice number its sink answered; each step 2 has one effect."""
+    budget = Budget(90 + sizes.kill_events * 0.1)
+    with (
+        idempotent_sink(sizes.action_seconds, answer=invoice_answer) as invoices,
+        idempotent_sink(sizes.action_seconds) as step_two,
+        runtime(kind, pg_url) as rt,
+        evidence(rt, outcome),
+    ):
+        add_chain(rt, invoices, step_two)
+        rt.start_gunicorn(workers=3)
+        inflight = InFlight(rt)
+        ids = [f"ck-{i:06d}" for i in range(sizes.kill_events)]
+        flood = Flood(
+            rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
+        ).start()
+        budget.wait_until(
+            lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
+        )
+        start_workers(rt, sizes)
+        step_two_keys = set()
+
+        def with_step_two(number: int, rows: list) -> bool:
+            """The later half of the kills land with step-2 executions in flight too."""
+            if number < sizes.worker_kills // 2:
+                return True
+            step_two_keys.update(key for (key,) in rt.query(STEP_TWO_KEYS))
+            return any(key in step_two_keys for *_, key in rows)
+
+        kills = kill_workers(
+            rt, outcome, sizes, budget, inflight, flood, [invoices, step_two], with_step_two
+        )
+        outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
+        outcome.check(flood.join(), "the flood's clients did not finish")
+        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
+        outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
+        outcome.check(
+            outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
+        )
+        check_stored(rt, outcome, set(flood.acked), set(ids))
+
+        def watch():
+            supervise(rt, outcome, sizes)
+            inflight.sample()
+
+        # A follow-up and its execution are stored with the success that emits it: once
+        # every step 1 is terminal, every step 2 there will be exists.
+        wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
+        follow_ups = sum(statuses(rt, FOLLOW_UP_TYPE).values())
+        wait_terminal(
+            rt, outcome, budget, follow_ups, budget.left() - 5, watch, types_like=FOLLOW_UP_TYPE
+        )
+        check_kills(rt, outcome, [invoices, step_two], kills)
+        step_two_keys.update(key for (key,) in rt.query(STEP_TWO_KEYS))
+        outcome.note(
+            "step-2 executions among those held at each kill: "
+            + ", ".join(str(sum(row[3] in step_two_keys for row in k.held)) for k in kills)
+        )
+        outcome.note(
+            f"{len(kills)} SIGKILLs, each of a worker holding (running, its lease owner's) "
+            f"{', '.join(str(len(k.held)) for k in kills)} executions; attempts by outcome: "
+            f"{attempt_outcomes(rt)}; {inflight.summary()}"
+        )
+        check_chain(rt, outcome, invoices, step_two)
+        check_effects(rt, outcome, invoices, name="the invoicing sink (step 1)")
+        first = (outcome.executions, outcome.side_effects, outcome.absorbed)
+        check_effects(rt, outcome, step_two, FOLLOW_UP_TYPE, name="the step-2 sink")
+        outcome.executions += first[0]
+        outcome.side_effects += first[1]
+        outcome.absorbed += first[2]
+        check_workers(rt, outcome)
+    return outcome
+
+
+def check_chain(rt: Runtime, outcome: Outcome, invoices: IdempotentSink, step_two: IdempotentSink):
+    """Each step-1 execution emitted exactly one follow-up: from the internal source, its
+    event id the parent's idempotency key, depth 1, carrying the invoice number the sink
+    answered for that parent and the parent's event id; each follow-up has exactly one
+    step-2 execution, which posted that number to the second sink."""
+    parents = {
+        ex: (key, status, eid) for ex, key, status, eid in rt.query(STEP_ONE_ROWS, (TYPES_LIKE,))
+    }
+    per_parent = dict(rt.query(PER_PARENT))
+    twice = {ex: n for ex, n in per_parent.items() if n != 1}
+    outcome.check(
+        not twice,
+        f"{len(twice)} executions emitted more than one follow-up (execution: follow-ups): "
+        f"{dict(list(twice.items())[:5])}",
+    )
+    succeeded = {ex for ex, (_, status, _) in parents.items() if status == "succeeded"}
+    missing = sorted(succeeded - per_parent.keys())
+    outcome.check(
+        not missing,
+        f"{len(missing)} succeeded step-1 executions emitted no follow-up (execution, key, "
+        f"event id): {[(ex, parents[ex][0], parents[ex][2]) for ex in missing[:5]]}",
+    )
+    strangers = sorted(per_parent.keys() - parents.keys())
+    outcome.check(
+        not strangers,
+        f"{len(strangers)} follow-ups caused by executions that are not step 1: {strangers[:5]}",
+    )
+    wrong, carried = [], {}
+    for parent, event_id, type_, depth, status, source, payload in rt.query(FOLLOW_UPS):
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        key, _, order = parents.get(parent, (None, None, None))
+        with invoices.lock:
+            effect = invoices.effects.get(key)
+        answered = effect["response"]["invoice"]["number"] if effect else None
+        seen = (event_id, type_, depth, status != "blocked", source, payload)
+        expected = (
+            key,
+            FOLLOW_UP_TYPE,
+            1,
+            True,
+            "internal",
+            {"invoice": answered, "order": order},
+        )
+        if seen != expected or answered is None:
+            wrong.append((parent, seen, expected))
+        carried[parent] = payload
+    outcome.check(
+        not wrong,
+        f"{len(wrong)} follow-ups not as emitted (parent execution; event id, type, depth, "
+        f"not blocked, source, payload; expected): {wrong[:3]}",
+    )
+    steps = rt.query(STEP_TWO_ROWS)
+    per_follow_up = Counter(parent for parent, *_ in steps)
+    not_one = {p: per_follow_up[p] for p in carried if per_follow_up[p] != 1}
+    outcome.check(
+        not not_one,
+        f"{len(not_one)} follow-ups without exactly one step-2 execution (parent: "
+        f"executions): {dict(list(not_one.items())[:5])}",
+    )
+    unposted = []
+    for parent, key, status, route in steps:
+        with step_two.lock:
+            effect = step_two.effects.get(key)
+        body = json.loads(effect["body"]) if effect else None
+        if route != STEP_TWO or status != "succeeded" or body != carried.get(parent):
+            unposted.append((parent, key, route, status, body, carried.get(parent)))
+    outcome.check(
+        not unposted,
+        f"{len(unposted)} step-2 executions did not post their follow-up's invoice (parent, "
+        f"key, route, status, body at the sink, follow-up payload): {unposted[:3]}",
+    )
+    outcome.note(
+        f"{len(parents)} step-1 executions, {len(per_parent)} with a follow-up, "
+        f"{sum(per_parent.values())} follow-ups, {len(steps)} step-2 executions"
+    )
+
+
 SCENARIOS = {
     "worker-kills": worker_kills,
     "gunicorn-kills": gunicorn_kills,
@@ -1860,6 +2113,7 @@ SCENARIOS = {
     "db-restart": db_restart,
     "sink-outage": sink_outage,
     "duplicate-storm": duplicate_storm,
+    "chain-kills": chain_kills,
 }
 
 

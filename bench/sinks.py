@@ -8,12 +8,15 @@ distinct keys it holds is the number of side effects, however often the runtime 
 Its answer may take `latency` seconds after the effect happened, as a real API's does:
 a caller that dies in that window has caused the effect without learning so. It can
 also be told to fail: `outage(seconds)` answers 500 to every request until then,
-with no side effect, as a downstream API that is down would.
+with no side effect, as a downstream API that is down would. Its answer may carry more
+than the effect's number: `answer(number, key, body)` adds fields (an invoice number that a
+chained step passes on), stored with the effect and answered again to every repeat.
 """
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOST = "127.0.0.1"
@@ -22,8 +25,11 @@ HOST = "127.0.0.1"
 class IdempotentSink:
     """Records side effects keyed by the Idempotency-Key header. Use as a context manager."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(
+        self, latency: float = 0.0, answer: Callable[[int, str, bytes], dict] | None = None
+    ):
         self.latency = latency  # seconds between the side effect and the response
+        self.answer = answer  # (effect number, key, request body) -> more fields to answer
         self.lock = threading.Lock()
         self.effects: dict[str, dict] = {}  # key -> the stored response and when it happened
         self.deliveries: dict[str, int] = {}  # key -> 2xx answers (1 + repeats absorbed)
@@ -77,6 +83,8 @@ class IdempotentSink:
                 self.deliveries[key] += 1
                 return 200, self.effects[key]["response"]
             response = {"effect": len(self.effects) + 1, "key": key}
+            if self.answer is not None:
+                response.update(self.answer(response["effect"], key, body))
             self.effects[key] = {"response": response, "at": time.time(), "body": body}
             self.deliveries[key] = 1
             return 200, response
