@@ -71,3 +71,9 @@ def test_gunicorn_sigkilled_mid_flood_keeps_every_acknowledged_event_whole():
 def test_a_duplicate_storm_is_stored_run_and_delivered_once_per_event():
     outcome = run("duplicate-storm")
     assert outcome.side_effects == outcome.executions == SIZES.storm_ids
+
+
+def test_a_two_step_chain_under_sigkills_emits_each_follow_up_once_and_runs_each_step_once():
+    outcome = run("chain-kills")
+    # Two executions (the step and its follow-up's step) and two side effects per event.
+    assert outcome.executions == outcome.side_effects == 2 * outcome.acks
