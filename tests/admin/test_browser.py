@@ -476,3 +476,77 @@ def test_the_lists_fit_a_1400_pixel_window_and_say_when_nothing_matches(runtime,
     note.find_element(By.LINK_TEXT, "Clear the filters").click()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-event_cell")) == 2
     assert "status__exact" not in browser.current_url
+
+
+WORKFLOW_ROUTES = (
+    "from connectors.models import Route; "
+    "Route.objects.create(name='refund-customer', event_type='refund.requested', "
+    "connector='log', action='record', requires_approval=True); "
+    "Route.objects.create(name='create-invoice', event_type='order.paid', sources=['demo'], "
+    "connector='log', action='record', emit_type='invoice.created', "
+    "emit_payload={'order': '{{ event.data.order.id }}'}); "
+    "Route.objects.create(name='post-invoice', event_type='invoice.created', "
+    "sources=['internal'], connector='log', action='record')"
+)
+
+
+def test_an_operator_approves_a_refund_and_follows_a_chain_of_steps(tmp_path, browser, shot):
+    from selenium.webdriver.common.by import By
+
+    rt = LiveRuntime(tmp_path).prepare()
+    rt.manage("shell", "-c", WORKFLOW_ROUTES)
+    rt.start()
+    try:
+        log_in(browser, rt)
+        refund = {"event_id": "evt_refund_1", "type": "refund.requested", "amount": "42.00"}
+        assert rt.post_event(refund).status_code == 202
+        (pk,) = rt.wait_for(
+            lambda: one(rt, "SELECT id FROM events_execution WHERE status = 'awaiting_approval'")
+        )
+        # The list says it waits, in words; its page offers Approve and Reject.
+        browser.get(rt.url + "/admin/events/execution/?status__exact=awaiting_approval")
+        assert browser.find_elements(By.CSS_SELECTOR, f'input.action-select[value="{pk}"]')
+        browser.get(rt.url + f"/admin/events/execution/{pk}/change/")
+        assert browser.find_element(By.ID, "act-reject")
+        shot("01-awaiting-approval")
+        browser.find_element(By.ID, "act-approve").click()
+        confirm(browser, "browser test: the customer called")
+        assert "browser test: the customer called" in (
+            browser.find_element(By.CLASS_NAME, "messagelist").text
+        )
+        rt.wait_for(
+            lambda: one(
+                rt,
+                f"SELECT 1 FROM events_execution WHERE id = {pk} "  # noqa: S608
+                "AND status = 'succeeded'",
+            )
+        )
+        browser.get(rt.url + f"/admin/events/execution/{pk}/change/")
+        timeline = browser.find_element(By.ID, "execution-timeline").text
+        assert "approved" in timeline and "browser test: the customer called" in timeline
+        shot("02-approved-and-run")
+
+        # A chain: order.paid -> create-invoice emits invoice.created -> post-invoice.
+        paid = {"event_id": "evt_paid_1", "type": "order.paid", "data": {"order": {"id": "o-1"}}}
+        assert rt.post_event(paid).status_code == 202
+        rt.wait_for(
+            lambda: one(
+                rt,
+                "SELECT 1 FROM events_execution x JOIN connectors_route r ON r.id = x.route_id "
+                "WHERE r.name = 'post-invoice' AND x.status = 'succeeded'",
+            )
+        )
+        (event_pk,) = one(rt, "SELECT id FROM events_event WHERE event_id = 'evt_paid_1'")
+        browser.get(rt.url + f"/admin/events/event/{str(event_pk).replace('-', '')}/change/")
+        chain = browser.find_element(By.ID, "event-chain")
+        depths = [
+            e.get_attribute("data-depth")
+            for e in chain.find_elements(By.CSS_SELECTOR, "li.chain-event")
+        ]
+        assert depths == ["0", "1"]
+        assert "create-invoice" in chain.text and "post-invoice" in chain.text
+        assert "invoice.created" in chain.text
+        browser.execute_script("arguments[0].scrollIntoView()", chain)
+        shot("03-chain-of-steps")
+    finally:
+        rt.close()
