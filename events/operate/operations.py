@@ -153,16 +153,7 @@ def _requeue_audited(
     )
     if emit_again:
         details["emit_again"] = True
-    audit.record(
-        actor=actor,
-        via=via,
-        action=action,
-        target=_target(moved),
-        reason=reason,
-        count=len(moved),
-        executions=moved[:AUDITED_IDS],
-        **details,
-    )
+    _audit(action, moved, len(moved), actor=actor, via=via, reason=reason, **details)
     return len(moved)
 
 
@@ -268,15 +259,7 @@ def reject(queryset, *, actor, via, reason: str) -> int:
     reason = required_reason(reason)
     ids = _ids(queryset.filter(status__in=APPROVABLE_STATUSES))
     rejected = reject_ids(ids, note=rejected_note(audit.actor_name(actor), reason))
-    audit.record(
-        actor=actor,
-        via=via,
-        action="executions.reject",
-        target=_target(ids),
-        reason=reason,
-        count=rejected,
-        executions=ids[:AUDITED_IDS],
-    )
+    _audit("executions.reject", ids, rejected, actor=actor, via=via, reason=reason)
     return rejected
 
 
@@ -349,15 +332,7 @@ def cancel(queryset, *, actor, via, reason: str = "") -> int:
     (failed, blocked) that hold back their ordering key. Returns how many."""
     ids = _ids(queryset.cancellable())
     cancelled = cancel_ids(ids, note=f"cancelled by {audit.actor_name(actor)}")
-    audit.record(
-        actor=actor,
-        via=via,
-        action="executions.cancel",
-        target=_target(ids),
-        reason=reason,
-        count=cancelled,
-        executions=ids[:AUDITED_IDS],
-    )
+    _audit("executions.cancel", ids, cancelled, actor=actor, via=via, reason=reason)
     return cancelled
 
 
@@ -417,6 +392,21 @@ def replay_events(queryset, *, actor, via, reason: str = "") -> int:
 # An audit entry lists up to this many execution ids in its details (what an execution's
 # timeline reads); a bulk operation keeps all of its own.
 AUDITED_IDS = 1000
+
+
+def _audit(action: str, ids, count: int, *, actor, via, reason: str, **details) -> None:
+    """One audit entry for an act on these executions: who, why, how many, and their ids
+    (the first AUDITED_IDS), which an execution's timeline reads."""
+    audit.record(
+        actor=actor,
+        via=via,
+        action=action,
+        target=_target(ids),
+        reason=reason,
+        count=count,
+        executions=list(ids)[:AUDITED_IDS],
+        **details,
+    )
 
 
 def _target(ids) -> str:
