@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint format venv clean bench chaos bench-engine bench-edge bench-routing bench-admin wrk
+.PHONY: run test lint format venv clean bench chaos bench-engine bench-edge bench-routing bench-ordering bench-admin wrk
 
 venv: $(DEV_STAMP)
 
@@ -59,6 +59,12 @@ bench-edge: $(DEV_STAMP)
 ## Benchmark route filters: 50 filtered routes vs. 1 route on POST /webhook (see bench/README.md).
 bench-routing: $(DEV_STAMP)
 	$(PY) bench/routing.py $(BENCH_ARGS)
+
+## Ordering keys: 10,000 events over 100 keys at a 100 ms sink, ordered against unordered,
+## on SQLite and PostgreSQL; the sink checks each key's order (see bench/README.md).
+## BENCH_ARGS=--quick for a shorter run, BENCH_ARGS=--strict to exit 1 on a missed goal.
+bench-ordering: $(DEV_STAMP)
+	$(PY) bench/ordering.py $(BENCH_ARGS)
 
 ## Time the admin's list and detail pages on 1,000,000 events in PostgreSQL (see bench/README.md).
 ## BENCH_ARGS="--events 100000" for a shorter run.
