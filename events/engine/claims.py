@@ -77,8 +77,9 @@ _ROUTES = "connectors_route"
 def head(e: str) -> str:
     """SQL that is true when the execution row `e` (a table alias) may run now under its
     ordering key: it has none, or nothing of its route and key holds it back. Served by
-    the partial index events_execution_key_idx (its conditions are repeated here so the
-    planner can use it)."""
+    the partial index events_execution_key_idx: its conditions are repeated here word for
+    word (`NOT (ordering_key = '')`, the status list in its order), as SQLite uses a
+    partial index only when the query repeats its terms."""
     earlier = (
         f"(p.created_at < {e}.created_at OR (p.created_at = {e}.created_at AND p.id < {e}.id))"
     )
@@ -89,7 +90,7 @@ def head(e: str) -> str:
     return (
         f"({e}.ordering_key = '' OR NOT EXISTS (SELECT 1 FROM {_TABLE} p "  # noqa: S608
         f"WHERE p.route_id = {e}.route_id AND p.ordering_key = {e}.ordering_key "
-        f"AND p.ordering_key <> '' AND p.status IN ({_listed(KEY_HOLDING_STATUSES)}) "
+        f"AND NOT (p.ordering_key = '') AND p.status IN ({_listed(KEY_HOLDING_STATUSES)}) "
         f"AND p.id <> {e}.id AND (p.status = '{ExecutionStatus.RUNNING}' OR ({earlier} "
         f"AND (p.status IN ({_listed(KEY_WAITING_STATUSES)}) OR {blocks})))))"
     )
@@ -202,7 +203,9 @@ def claim_batch(*, owner: str, slots: int, concurrency: int, local: dict, now=No
     if slots <= 0:
         return Claimed()
     per_route_cap = concurrency - reserve(concurrency)
-    routes = _routes_with_due_work(now, cap=slots)
+    # One more than the slots: a route with more due work than it is given is told apart
+    # from one given all of it (left_behind), so slots freed later are refilled at once.
+    routes = _routes_with_due_work(now, cap=slots + 1)
     if not routes:
         return Claimed()
     running = Execution.objects.filter(route_id__in=[r for r, _, _ in routes]).running_by_route()

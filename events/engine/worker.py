@@ -269,6 +269,13 @@ class Worker:
         except DatabaseError:
             return True
 
+    @staticmethod
+    def _frees_more(outcome) -> bool:
+        """Settling it may make work claimable that no poll has seen: the next execution of
+        its ordering key, or the executions of the follow-up event it emits."""
+        execution = outcome.job.execution
+        return bool(execution.ordering_key or execution.route.emit_type)
+
     def _should_claim(self, now: float) -> bool:
         if self.stopping or self.concurrency - len(self.in_flight) + len(self.unsettled) <= 0:
             return False
@@ -276,6 +283,8 @@ class Worker:
             return True
         if self.left_behind and self.unsettled:
             return True  # what just finished may have made room for the work left behind
+        if any(self._frees_more(o) for o in self.unsettled):
+            return True  # the next of its ordering key, or its follow-up's, may run now
         if now < self.next_poll:
             return False
         self.next_poll = now + self.poll_interval

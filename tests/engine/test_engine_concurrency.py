@@ -107,6 +107,17 @@ def test_max_in_flight_holds_over_every_worker(source):
     assert claim("worker-c", 10).ids == []
 
 
+def test_a_claim_given_all_its_slots_from_a_longer_queue_says_work_was_left(source):
+    route = make_route(max_in_flight=100)
+    flood(source, route, 5)
+
+    first = claim("worker-a", 2)
+    rest = claim("worker-a", 10)
+
+    assert len(first.ids) == 2 and first.left_behind, "3 more were due: claim again soon"
+    assert len(rest.ids) == 3 and not rest.left_behind
+
+
 def test_a_finished_execution_frees_its_place_under_max_in_flight(source):
     route = make_route(max_in_flight=2)
     flood(source, route, 5)

@@ -227,3 +227,20 @@ def test_a_route_refuses_an_ordering_key_it_cannot_render_at_ingest():
     with pytest.raises(ValidationError) as caught:
         route.full_clean()
     assert "on_failure" in caught.value.message_dict
+
+
+def test_the_key_check_is_served_by_the_partial_index(source):
+    from django.db import connection
+
+    route = ordered_route()
+    keyed = [send(source, route, f"e{n}", order_id=n % 3) for n in range(9)]
+    sql = f"SELECT 1 FROM events_execution e WHERE e.id = %s AND {claims.head('e')}"  # noqa: S608
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("EXPLAIN " + sql, [keyed[-1].pk])
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, [keyed[-1].pk])
+        plan = " ".join(str(cell) for row in cursor.fetchall() for cell in row)
+
+    assert "events_execution_key_idx" in plan, plan
