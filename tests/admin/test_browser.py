@@ -96,7 +96,6 @@ def log_in(browser, rt: LiveRuntime):
     """Log in as the demo admin and wait for the page after it, so the next navigation
     cannot overtake the login and land on the login page again."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(rt.url + "/admin/login/")
@@ -104,7 +103,7 @@ def log_in(browser, rt: LiveRuntime):
     browser.find_element(By.ID, "id_password").send_keys(admin_password(rt))
     button = browser.find_element(By.CSS_SELECTOR, '#login-form [type="submit"]')
     button.click()
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
+    WebDriverWait(browser, 15).until(gone(button))
     assert "/login/" not in browser.current_url, "the login was refused"
 
 
@@ -119,16 +118,34 @@ def one(rt: LiveRuntime, sql: str):
     return rows[0] if rows else None
 
 
+def gone(element):
+    """A wait condition: the page that held `element` has been replaced. Chromium may
+    answer a look at an element of a page being torn down with an inspector error
+    ("Node ... does not belong to the document") instead of a stale-element error: the
+    same fact."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver):
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            return "does not belong to the document" in str(exc)
+        return False
+
+    return check
+
+
 def save(browser):
     """Submit the admin form and wait until its answer has replaced the page, so the next
     navigation cannot race the POST (and be replaced by its redirect)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     button = browser.find_element(By.NAME, "_save")
     button.click()
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(button))
+    WebDriverWait(browser, 15).until(gone(button))
 
 
 def run_action(browser, pk: int, action: str, reason: str = "browser test"):
