@@ -410,8 +410,12 @@ class Event(models.Model):
         help_text="The execution whose success emitted it (a chained step); empty for an "
         "event that came from outside.",
     )
+    # db_default as well: rows written by code that predates the column (a host not yet
+    # upgraded in a rolling deploy, raw SQL) get it too.
     depth = models.PositiveSmallIntegerField(
-        default=0, help_text="Steps from the event that came from outside (0) to this one."
+        default=0,
+        db_default=0,
+        help_text="Steps from the event that came from outside (0) to this one.",
     )
     matched_routes = models.JSONField(
         null=True,
@@ -667,12 +671,14 @@ class Execution(models.Model):
         max_length=255,
         blank=True,
         default="",
+        db_default="",
         help_text="Its route's ordering key rendered for its event: executions of one route "
         "with the same key run one at a time, in the order they were created. Empty: "
         "unordered.",
     )
     emit_generation = models.PositiveSmallIntegerField(
         default=0,
+        db_default=0,
         help_text="Which follow-up event its success emits: the same one (same event id) "
         "through retries and replays, a new one after a replay that asks to emit again.",
     )

@@ -175,3 +175,34 @@ def test_the_replay_command_emits_again_only_when_told(source, sink):
 
     ids = sorted(Event.objects.filter(caused_by=first).values_list("event_id", flat=True))
     assert ids == [first.idempotency_key, f"{first.idempotency_key}.1"]
+
+
+def test_rows_written_without_the_new_columns_get_their_defaults(source):
+    """A host not yet upgraded in a rolling deploy (or raw SQL) writes events and
+    executions without depth, ordering_key and emit_generation: the database fills them."""
+    import uuid
+
+    from django.db import connection
+    from django.utils import timezone
+
+    route = Route.objects.create(name="r", event_type="x", connector="log", action="record")
+    event_id, now = uuid.uuid4(), timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events_event (id, source_id, event_id, type, status, status_reason, "
+            "payload, headers, body_hash, received_at, conflicts) "
+            "VALUES (%s, %s, 'old-host', 'x', 'accepted', '', '{}', '{}', 'h', %s, 0)",
+            [event_id.hex if connection.vendor == "sqlite" else event_id, source.pk, now],
+        )
+        cursor.execute(
+            "INSERT INTO events_execution (event_id, route_id, status, status_reason, attempts, "
+            "total_attempts, idempotency_key, created_at, updated_at, next_attempt_at, "
+            "lease_owner, finished_at, last_error) "
+            "VALUES (%s, %s, 'queued', '', 0, 0, 'k-old', %s, %s, %s, '', NULL, '')",
+            [event_id.hex if connection.vendor == "sqlite" else event_id, route.pk, now, now, now],
+        )
+
+    event = Event.objects.get(event_id="old-host")
+    execution = Execution.objects.get(idempotency_key="k-old")
+    assert event.depth == 0
+    assert (execution.ordering_key, execution.emit_generation) == ("", 0)
