@@ -333,6 +333,7 @@ def pages(rt: Runtime) -> list[tuple[str, str]]:
         ("attempts, past 7 days", q(at, started_at__gte=week["gte"], started_at__lt=week["lt"])),
         ("attempts, search event id", q(at, q=event_id)),
         ("attempts, search event id prefix", q(at, q=event_id[:8])),
+        ("dashboard (the admin index)", "/admin/"),
         (f"routes ({routes})", "/admin/connectors/route/"),
         (
             "executions by route, failed, last 24 h",
