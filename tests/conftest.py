@@ -12,6 +12,7 @@ from connectors.models import Route
 from events.models import Execution, Source
 from guardrails.models import OperatorToken
 from tests.support.helpers import post
+from tests.support.live import ENGINE_ENV, LiveRuntime
 from tests.support.sink import Sink
 
 
@@ -120,3 +121,14 @@ def sink(settings):
     settings.OUTBOUND_ALLOW_PRIVATE = ["127.0.0.1/32"]
     yield s
     s.close()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A live runtime: gunicorn only, with the engine's short test timings; the tests start
+    their own workers. (Some modules define a runtime of their own.)"""
+    rt = LiveRuntime(tmp_path, with_worker=False)
+    rt.env.update(ENGINE_ENV)
+    rt.prepare().start()
+    yield rt
+    rt.close()

@@ -9,33 +9,13 @@ import time
 import pytest
 
 from tests.support.live import (
-    ENGINE_ENV,
-    LiveRuntime,
     add_route,
     is_postgres,
     start_workers,
     statuses,
 )
-from tests.support.sink import Sink
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture
-def sink():
-    s = Sink()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    """gunicorn only; the tests start their own workers."""
-    rt = LiveRuntime(tmp_path, with_worker=False)
-    rt.env.update(ENGINE_ENV)
-    rt.prepare().start()
-    yield rt
-    rt.close()
 
 
 def worker_names(rt):

@@ -7,28 +7,11 @@ from collections import defaultdict
 
 import pytest
 
-from tests.support.live import ENGINE_ENV, LiveRuntime, add_route, statuses
-from tests.support.sink import Sink
+from tests.support.live import add_route, statuses
 
 pytestmark = pytest.mark.live
 
 KEYS, PER_KEY = 8, 6
-
-
-@pytest.fixture
-def sink():
-    s = Sink()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    rt = LiveRuntime(tmp_path, with_worker=False)
-    rt.env.update(ENGINE_ENV)
-    rt.prepare().start()
-    yield rt
-    rt.close()
 
 
 def moment(value) -> datetime.datetime:

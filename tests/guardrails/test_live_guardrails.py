@@ -5,26 +5,9 @@ import time
 
 import pytest
 
-from tests.support.live import ENGINE_ENV, LiveRuntime, add_route, start_workers, statuses
-from tests.support.sink import Sink
+from tests.support.live import add_route, start_workers, statuses
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture
-def sink():
-    s = Sink()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    rt = LiveRuntime(tmp_path, with_worker=False, web_workers=2)
-    rt.env.update(ENGINE_ENV)
-    rt.prepare().start()
-    yield rt
-    rt.close()
 
 
 def flood(rt, prefix, n, event_type):
