@@ -6,6 +6,7 @@ the demo fixtures and credentials exactly as `make run` does, and talks to it on
 HTTP on 127.0.0.1.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -228,3 +229,33 @@ def run_check(**env):
         text=True,
         timeout=60,
     )
+
+
+@contextlib.contextmanager
+def demo_sink(tmp_path: Path, port: int, fail_first: int):
+    """`manage.py demo_sink` on 127.0.0.1:port, as the README and docs run it; yields the
+    file its output goes to (open for reading), and stops it on the way out."""
+    log = (tmp_path / "sink.log").open("w+")
+    argv = ["manage.py", "demo_sink", "--port", str(port), "--fail-first", str(fail_first)]
+    process = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env={"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin", "ENV_FILE": ""},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def load_example(rt: "LiveRuntime", tmp_path: Path, name: str, port: int) -> str:
+    """Load examples/<name> into the runtime with `port` in place of the demo sink's 9000;
+    returns the fixture's text as the docs show it."""
+    fixture = (ROOT / "examples" / name).read_text()
+    (tmp_path / name).write_text(fixture.replace(":9000/", f":{port}/"))
+    rt.manage("loaddata", str(tmp_path / name))
+    return fixture
