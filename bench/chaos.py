@@ -794,6 +794,28 @@ ATTEMPTS_OF = """
 """
 
 
+def after_kills(rt, outcome, sizes, budget, inflight, flood, ids, kills):
+    """Once the kills are done: the flood's replies checked and stored events compared with
+    what was acknowledged, then a wait (the supervisor restarting workers meanwhile) until
+    every execution of the acknowledged events is terminal. Returns that watch, for more
+    waits."""
+    outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
+    outcome.check(flood.join(), "the flood's clients did not finish")
+    outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
+    outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
+    outcome.check(
+        outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
+    )
+    check_stored(rt, outcome, set(flood.acked), set(ids))
+
+    def watch():
+        supervise(rt, outcome, sizes)
+        inflight.sample()
+
+    wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
+    return watch
+
+
 def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outcome:
     """SIGKILL a worker while all its slots are busy, again and again during a flood: what
     it held comes back after the lease; nothing lost, no repeated effect."""
@@ -820,20 +842,7 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
         )
         start_workers(rt, sizes)
         kills = kill_workers(rt, outcome, sizes, budget, inflight, flood, [sink])
-        outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
-        outcome.check(flood.join(), "the flood's clients did not finish")
-        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
-        outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
-        outcome.check(
-            outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
-        )
-        check_stored(rt, outcome, set(flood.acked), set(ids))
-
-        def watch():
-            supervise(rt, outcome, sizes)
-            inflight.sample()
-
-        wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
+        after_kills(rt, outcome, sizes, budget, inflight, flood, ids, kills)
         check_kills(rt, outcome, [sink], kills)
         outcome.note(
             f"{len(kills)} SIGKILLs, each of a worker holding (running, its lease owner's) "
@@ -1987,22 +1996,9 @@ def chain_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
         kills = kill_workers(
             rt, outcome, sizes, budget, inflight, flood, [invoices, step_two], with_step_two
         )
-        outcome.facts["held_at_kills"] = [len(kill.held) for kill in kills]
-        outcome.check(flood.join(), "the flood's clients did not finish")
-        outcome.requests, outcome.acks = flood.sent(), len(flood.acked)
-        outcome.note(f"flood replies: {fmt_counts(flood.counts())}")
-        outcome.check(
-            outcome.acks == len(ids), f"only {outcome.acks} of {len(ids)} events acknowledged"
-        )
-        check_stored(rt, outcome, set(flood.acked), set(ids))
-
-        def watch():
-            supervise(rt, outcome, sizes)
-            inflight.sample()
-
         # A follow-up and its execution are stored with the success that emits it: once
         # every step 1 is terminal, every step 2 there will be exists.
-        wait_terminal(rt, outcome, budget, len(flood.acked), budget.left() - 5, watch=watch)
+        watch = after_kills(rt, outcome, sizes, budget, inflight, flood, ids, kills)
         follow_ups = sum(statuses(rt, FOLLOW_UP_TYPE).values())
         wait_terminal(
             rt, outcome, budget, follow_ups, budget.left() - 5, watch, types_like=FOLLOW_UP_TYPE
