@@ -674,6 +674,11 @@ def check_effects(
         not strangers, f"{len(strangers)} side effects at {name} for keys no execution has"
     )
     outcome.check(sink.without_key == 0, f"{sink.without_key} calls without an Idempotency-Key")
+    if sink.truncated:
+        outcome.note(
+            f"{name} dropped {sink.truncated} requests whose body a killed worker never "
+            "finished sending (no effect; each was retried whole)"
+        )
     tries = {key: (int(n), int(gone or 0)) for key, n, gone in rt.query(TRIES)}
     with sink.lock:
         deliveries = dict(sink.deliveries)
@@ -2088,7 +2093,10 @@ def check_chain(rt: Runtime, outcome: Outcome, invoices: IdempotentSink, step_tw
     for parent, key, status, route in steps:
         with step_two.lock:
             effect = step_two.effects.get(key)
-        body = json.loads(effect["body"]) if effect else None
+        try:
+            body = json.loads(effect["body"]) if effect else None
+        except ValueError:
+            body = effect["body"]  # not JSON: reported below as not the follow-up's
         if route != STEP_TWO or status != "succeeded" or body != carried.get(parent):
             unposted.append((parent, key, route, status, body, carried.get(parent)))
     outcome.check(

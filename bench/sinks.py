@@ -36,6 +36,7 @@ class IdempotentSink:
         self.absorbed = 0  # repeated keys answered from the store, not counted again
         self.failed: list[tuple[float, str]] = []  # (time.time(), key) of 500s in an outage
         self.without_key = 0  # requests that carried no Idempotency-Key (answered 400)
+        self.truncated = 0  # requests whose body ended early (the caller died sending it)
         self._fail_until = 0.0  # time.monotonic() until which every request gets a 500
         sink = self
 
@@ -43,6 +44,13 @@ class IdempotentSink:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The caller died mid-request (a SIGKILLed worker): like any server,
+                    # act on no half-received body; its retry will arrive whole.
+                    with sink.lock:
+                        sink.truncated += 1
+                    self.close_connection = True
+                    return
                 status, answer = sink._receive(self.headers.get("Idempotency-Key"), body)
                 time.sleep(sink.latency)
                 payload = json.dumps(answer).encode()

@@ -24,6 +24,11 @@ class Sink:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The caller died mid-request (a SIGKILLed worker): like any server,
+                    # act on no half-received body.
+                    self.close_connection = True
+                    return
                 with sink.lock:
                     try:
                         parsed = json.loads(body) if body else None
