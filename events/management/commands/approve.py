@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from events.management.commands.replay import EXECUTION_FILTERS, _narrow, when
 from events.models import Execution
 from events.operate import operations
+from events.operate.selection import EXECUTION_FILTERS, add_filter_arguments, narrow
 from guardrails import audit
 from guardrails.killswitch import ReasonRequired
 
@@ -18,11 +18,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="*", type=int, help="Execution ids.")
-        parser.add_argument("--source", help="Only events from this source (name).")
-        parser.add_argument("--type", help="Only events of this type.")
-        parser.add_argument("--route", help="Only this route (name).")
-        parser.add_argument("--since", type=when, help="Created at or after (ISO time or 2h).")
-        parser.add_argument("--until", type=when, help="Created before (ISO time or 2h).")
+        add_filter_arguments(parser)
         parser.add_argument("--dry-run", action="store_true", help="Count, change nothing.")
         parser.add_argument("--reason", required=True, help="Why; kept in the audit log.")
         parser.add_argument(
@@ -42,7 +38,7 @@ class Command(BaseCommand):
             reason = operations.required_reason(reason)
         except ReasonRequired as exc:
             raise CommandError(str(exc)) from None
-        executions = _narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
+        executions = narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
         waiting = executions.awaiting_approval()
         if dry_run:
             self.stdout.write(f"{waiting.count()} execution(s) would be {self.done}.")

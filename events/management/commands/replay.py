@@ -1,46 +1,14 @@
-import datetime
-
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from events.models import Event, EventStatus, Execution, ExecutionStatus
 from events.operate import operations, retention
+from events.operate.selection import (
+    EVENT_FILTERS,
+    EXECUTION_FILTERS,
+    add_filter_arguments,
+    narrow,
+)
 from guardrails import audit
-
-
-def when(value: str) -> datetime.datetime:
-    """An ISO date/time, or an age such as 30m, 2h, 7d."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value and value[-1] in units and value[:-1].isdigit():
-        return timezone.now() - datetime.timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    parsed = parse_datetime(value) or parse_datetime(value + "T00:00:00")
-    if parsed is None:
-        raise ValueError(f"not a date or an age: {value!r}")
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, datetime.UTC)
-
-
-# option -> lookup, for the events (--unrouted, --blocked) and for the executions
-EVENT_FILTERS = {
-    "source": "source__name",
-    "type": "type",
-    "since": "received_at__gte",
-    "until": "received_at__lt",
-}
-EXECUTION_FILTERS = {
-    "ids": "pk__in",
-    "status": "status",
-    "source": "event__source__name",
-    "type": "event__type",
-    "route": "route__name",
-    "since": "created_at__gte",
-    "until": "created_at__lt",
-}
-
-
-def _narrow(queryset, lookups: dict, chosen: dict):
-    return queryset.filter(**{lookups[k]: v for k, v in chosen.items() if v and k in lookups})
-
 
 # Above this many executions, --progress auto shows progress even when not on a terminal.
 PROGRESS_OVER = 1000
@@ -78,11 +46,7 @@ class Command(BaseCommand):
             choices=ExecutionStatus.values,
             help="Only executions in this status (for example failed or held).",
         )
-        parser.add_argument("--source", help="Only events from this source (name).")
-        parser.add_argument("--type", help="Only events of this type.")
-        parser.add_argument("--route", help="Only this route (name).")
-        parser.add_argument("--since", type=when, help="Created at or after (ISO time or 2h).")
-        parser.add_argument("--until", type=when, help="Created before (ISO time or 2h).")
+        add_filter_arguments(parser)
         parser.add_argument("--force", action="store_true", help="Also re-run succeeded ones.")
         parser.add_argument(
             "--emit-again",
@@ -147,7 +111,7 @@ class Command(BaseCommand):
             return
         if not any(chosen.values()):
             raise CommandError("Say which executions: ids, or at least one filter.")
-        executions = _narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
+        executions = narrow(Execution.objects.all(), EXECUTION_FILTERS, chosen)
         eligible = operations.replayable_statuses(force=force)
         # Their payload is gone: operations.replay leaves them alone; say so.
         pruned = executions.filter(retention.stripped("event__"), status__in=eligible).count()
@@ -169,7 +133,7 @@ class Command(BaseCommand):
     def _route_again(self, chosen, unrouted, blocked, *, dry_run, actor, reason):
         """--unrouted / --blocked: route those events to the routes (or allowlist) of now."""
         wanted = [EventStatus.UNROUTED] * unrouted + [EventStatus.BLOCKED] * blocked
-        events = _narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
+        events = narrow(Event.objects.filter(status__in=wanted), EVENT_FILTERS, chosen)
         pruned = events.filter(retention.stripped()).count()
         events = events.exclude(retention.stripped())
         if dry_run:
