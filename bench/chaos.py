@@ -799,6 +799,21 @@ ATTEMPTS_OF = """
 """
 
 
+def flood_then_workers(rt, sizes, budget, prefix: str) -> tuple[InFlight, list[str], Flood]:
+    """Start gunicorn and a flood of `sizes.kill_events` events over two lanes, then the
+    workers once a backlog is there, so their slots stay full however fast the machine
+    ingests the rest."""
+    rt.start_gunicorn(workers=3)
+    inflight = InFlight(rt)
+    ids = [f"{prefix}-{i:06d}" for i in range(sizes.kill_events)]
+    flood = Flood(
+        rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
+    ).start()
+    budget.wait_until(lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog")
+    start_workers(rt, sizes)
+    return inflight, ids, flood
+
+
 def after_kills(rt, outcome, sizes, budget, inflight, flood, ids, kills):
     """Once the kills are done: the flood's replies checked and stored events compared with
     what was acknowledged, then a wait (the supervisor restarting workers meanwhile) until
@@ -834,18 +849,7 @@ def worker_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outc
         evidence(rt, outcome),
     ):
         add_routes(rt, sink, lanes=2)
-        rt.start_gunicorn(workers=3)
-        inflight = InFlight(rt)
-        ids = [f"wk-{i:06d}" for i in range(sizes.kill_events)]
-        flood = Flood(
-            rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
-        ).start()
-        # The workers start once a backlog is there, so their slots stay full however
-        # fast the machine ingests the rest.
-        budget.wait_until(
-            lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
-        )
-        start_workers(rt, sizes)
+        inflight, ids, flood = flood_then_workers(rt, sizes, budget, "wk")
         kills = kill_workers(rt, outcome, sizes, budget, inflight, flood, [sink])
         after_kills(rt, outcome, sizes, budget, inflight, flood, ids, kills)
         check_kills(rt, outcome, [sink], kills)
@@ -1979,16 +1983,7 @@ def chain_kills(kind: str, sizes: Sizes, pg_url: str, outcome: Outcome) -> Outco
         evidence(rt, outcome),
     ):
         add_chain(rt, invoices, step_two)
-        rt.start_gunicorn(workers=3)
-        inflight = InFlight(rt)
-        ids = [f"ck-{i:06d}" for i in range(sizes.kill_events)]
-        flood = Flood(
-            rt.port, ids, threads=sizes.client_threads, seconds=budget.left() / 2, lanes=2
-        ).start()
-        budget.wait_until(
-            lambda: len(flood.acked) >= 0.4 * len(ids) or flood.done, 60, "a backlog"
-        )
-        start_workers(rt, sizes)
+        inflight, ids, flood = flood_then_workers(rt, sizes, budget, "ck")
         step_two_keys = set()
 
         def with_step_two(number: int, rows: list) -> bool:

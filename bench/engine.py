@@ -1121,10 +1121,11 @@ def goals(r: Result, cfg: Config) -> list[Goal]:
     ]
 
 
-def report_goals(results: list[Result], cfg: Config) -> bool:
+def report_goals(results: list, cfg, goals_of=goals) -> bool:
+    """One table of every result's goals (`goals_of(result, cfg)`); True if all were met."""
     rows, all_met = [], True
     for r in results:
-        for text, measured, ok in goals(r, cfg):
+        for text, measured, ok in goals_of(r, cfg):
             all_met &= bool(ok)
             verdict = "not measured" if ok is None else ("met" if ok else "**missed**")
             rows.append([r.database, text, measured, verdict])
@@ -1152,6 +1153,12 @@ def report(results: list[Result], cfg: Config, elapsed: float, load: float) -> b
     report_workers(results)
     report_ingest_rate(results, cfg)
     met = report_goals(results, cfg)
+    report_footer(results, elapsed, load)
+    return met
+
+
+def report_footer(results: list, elapsed: float, load: float):
+    """Each result's notes, then the commit, the machine and how long the run took."""
     for r in results:
         for note in r.notes:
             print(f"\n- {r.database}: {note}")
@@ -1159,7 +1166,21 @@ def report(results: list[Result], cfg: Config, elapsed: float, load: float) -> b
         f"\ncommit {git_commit()}; {os.cpu_count()} cores, load average {load:.1f} at the "
         f"start; python {sys.version.split()[0]}; took {elapsed:.0f} s"
     )
-    return met
+
+
+def run_and_report(args, cfg, run_database, report) -> int:
+    """Run every database that `args.only` leaves, report, and exit 1 if `args.strict` and
+    a goal was missed. SIGTERM unwinds through every cleanup (runtimes, sinks, databases)."""
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    kinds = (args.only,) if args.only else ("sqlite", "postgres")
+    started, load = time.monotonic(), os.getloadavg()[0]
+    results = [run_database(kind, cfg) for kind in kinds]
+    met = report(results, cfg, time.monotonic() - started, load)
+    return 1 if args.strict and not met else 0
 
 
 def main() -> int:
@@ -1168,19 +1189,7 @@ def main() -> int:
     parser.add_argument("--only", choices=("sqlite", "postgres"), help="one database only")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args()
-    cfg = QUICK if args.quick else FULL
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)  # unwinds through every cleanup
-
-    signal.signal(signal.SIGTERM, terminate)
-    kinds = (args.only,) if args.only else ("sqlite", "postgres")
-    started, load = time.monotonic(), os.getloadavg()[0]
-    results = []
-    for kind in kinds:
-        results.append(run_database(kind, cfg))
-    met = report(results, cfg, time.monotonic() - started, load)
-    return 1 if args.strict and not met else 0
+    return run_and_report(args, QUICK if args.quick else FULL, run_database, report)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -61,9 +60,11 @@ from engine import (
     claimed_any,
     cpu_seconds,
     fmt,
-    git_commit,
     local_ports_to,
     progress,
+    report_footer,
+    report_goals,
+    run_and_report,
     running_worker,
     start_gunicorn,
     status_counts,
@@ -747,22 +748,11 @@ def goals(r: Result, cfg: Config) -> list[Goal]:
     return found
 
 
-def report_goals(results: list[Result], cfg: Config) -> bool:
-    rows, all_met = [], True
-    for r in results:
-        for text, measured, ok in goals(r, cfg):
-            all_met &= bool(ok)
-            verdict = "not measured" if ok is None else ("met" if ok else "**missed**")
-            rows.append([r.database, text, measured, verdict])
-    table("Goals", "", ["database", "goal", "measured", ""], rows, align="llll")
-    return all_met
-
-
 def report(results: list[Result], cfg: Config, elapsed: float, load: float) -> bool:
     report_runs(results, cfg)
     report_ratios(results, cfg)
     report_plans(results)
-    met = report_goals(results, cfg)
+    met = report_goals(results, cfg, goals)
     for r in results:
         for tag, d in r.runs.items():
             if d["received_inversions"]:
@@ -770,12 +760,7 @@ def report(results: list[Result], cfg: Config, elapsed: float, load: float) -> b
                     f"{tag}: {d['received_inversions']} executions created out of their "
                     "key's sequence order (the preload did not keep it)"
                 )
-        for note in r.notes:
-            print(f"\n- {r.database}: {note}")
-    print(
-        f"\ncommit {git_commit()}; {os.cpu_count()} cores, load average {load:.1f} at the "
-        f"start; python {sys.version.split()[0]}; took {elapsed:.0f} s"
-    )
+    report_footer(results, elapsed, load)
     return met
 
 
@@ -802,16 +787,7 @@ def main() -> int:
         if not 1 <= keys <= events <= 1_000_000:
             parser.error("need 1 <= --keys <= --events <= 1,000,000")
         cfg = dataclasses.replace(cfg, events=events, keys=keys)
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)  # unwinds through every cleanup
-
-    signal.signal(signal.SIGTERM, terminate)
-    kinds = (args.only,) if args.only else ("sqlite", "postgres")
-    started, load = time.monotonic(), os.getloadavg()[0]
-    results = [run_database(kind, cfg) for kind in kinds]
-    met = report(results, cfg, time.monotonic() - started, load)
-    return 1 if args.strict and not met else 0
+    return run_and_report(args, cfg, run_database, report)
 
 
 if __name__ == "__main__":
