@@ -319,7 +319,7 @@ def payload_field_term(term: str) -> tuple[list[str], list] | None:
 
 # A search by event id prefix (`evt_3f9a`) reads at most this many event ids, the first in
 # byte order, through an index: events_event_event_id_idx on SQLite (which compares text
-# byte by byte), the C-collated index of migration 0011 on PostgreSQL. Terms shorter than
+# byte by byte), the C-collated index of migration 0013 on PostgreSQL. Terms shorter than
 # EVENT_ID_PREFIX_MIN, or with other than visible ASCII, are looked up exactly only.
 EVENT_ID_PREFIX_MIN = 4
 EVENT_ID_PREFIX_SCAN = 200

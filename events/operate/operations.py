@@ -52,8 +52,8 @@ def requeue(
     one run. With `emit_again` (replay --emit-again), a chained step's next success emits
     a new follow-up event (docs/workflows.md); otherwise it emits the one it did before,
     which is a duplicate and stores nothing. Executions whose event was pruned (its
-    payload is gone, docs/retention.md)
-    are never queued again: their action would run without its payload.
+    payload is gone, docs/retention.md) are never queued again: their action would run
+    without its payload.
     `progress(done, total)` is called after each chunk."""
 
     moved = []
